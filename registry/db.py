@@ -1,0 +1,137 @@
+"""Database tables and the async engine.
+
+The schema is owned by Alembic (`migrations/`): the application upgrades the database at startup
+and never calls `metadata.create_all`, so an existing catalogue is always migrated in place.
+Timestamps are Unix seconds (float): portable across SQLite and PostgreSQL without timezone
+surprises, and cheap to compare for TTLs and LRU ordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    event,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import migrations
+
+BLOB_VERIFIED = "verified"
+BLOB_PARTIAL = "partial"
+BLOB_QUARANTINED = "quarantined"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Blob(Base):
+    """A content-addressed file in the store. `state` says whether it may be served."""
+
+    __tablename__ = "blobs"
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default=BLOB_VERIFIED)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_access: Mapped[float] = mapped_column(Float)
+
+
+class Manifest(Base):
+    """A manifest exactly as received or created: `raw` is served byte for byte."""
+
+    __tablename__ = "manifests"
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(255))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ManifestLayer(Base):
+    """Manifest → blob links (config included); reference counts are derived from these rows."""
+
+    __tablename__ = "manifest_layers"
+    manifest_digest: Mapped[str] = mapped_column(
+        String(71), ForeignKey("manifests.digest", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_digest: Mapped[str] = mapped_column(String(71))
+    media_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_manifest_layers_blob", "blob_digest"),)
+
+
+class Tag(Base):
+    """A model name pointing at a manifest. `name_key` is the case-folded name, unique."""
+
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name_key: Mapped[str] = mapped_column(String(600), unique=True)
+    host: Mapped[str] = mapped_column(String(350))
+    namespace: Mapped[str] = mapped_column(String(80))
+    model: Mapped[str] = mapped_column(String(80))
+    tag: Mapped[str] = mapped_column(String(80))
+    manifest_digest: Mapped[str] = mapped_column(String(71), ForeignKey("manifests.digest"))
+    created_at: Mapped[float] = mapped_column(Float)
+    modified_at: Mapped[float] = mapped_column(Float)
+    fetched_at: Mapped[float | None] = mapped_column(Float)
+    last_used: Mapped[float | None] = mapped_column(Float)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    upstream: Mapped[str | None] = mapped_column(String(400))
+
+    __table_args__ = (Index("ix_tags_manifest", "manifest_digest"),)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+async def upgrade_database(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations; in a thread because Alembic's command API is synchronous."""
+    _ensure_sqlite_dir(url)
+    await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI types are driver specific
+    """WAL lets readers proceed during writes; foreign keys make cascades real; busy_timeout
+    absorbs brief write contention between the server and a CLI maintenance command."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)

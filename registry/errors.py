@@ -1,0 +1,41 @@
+"""Error replies in the three dialects corral speaks.
+
+ollama's `/api/*` uses `{"error": "..."}`; the registry protocol under `/v2/` uses the Docker
+distribution error list. Handlers raise `ApiError`/`OciError`; the middleware in server.py turns
+them (and any unexpected exception) into the right body, so no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """An ollama-style error: `status` and the exact message ollama would send."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class OciError(Exception):
+    """A Docker registry v2 error (`code` is e.g. MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_INVALID)."""
+
+    def __init__(self, status: int, code: str, message: str, detail: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+def api_error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def oci_error_response(err: OciError) -> web.Response:
+    entry: dict[str, object] = {"code": err.code, "message": err.message}
+    if err.detail is not None:
+        entry["detail"] = err.detail
+    return web.json_response({"errors": [entry]}, status=err.status)

@@ -1,0 +1,134 @@
+"""The application factory: Settings → database → store → catalogue → content → routes.
+
+One aiohttp application serves the registry protocol (`/v2/`), ollama's management API and the
+runner's inference API on one port, as ollama does. Startup migrates the database, removes
+leftovers of interrupted ingests and only then accepts requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+
+from aiohttp import web
+
+from registry import api, oci
+from registry.catalog import Catalog
+from registry.config import Settings
+from registry.content import LocalContent
+from registry.db import make_engine, make_sessionmaker, upgrade_database
+from registry.errors import ApiError, OciError, api_error_response, oci_error_response
+from registry.model_contents import ModelReader
+from registry.runner_bridge import make_runner
+from registry.services import SERVICES, Services
+from registry.store import BlobStore
+
+log = logging.getLogger("corral")
+access_log = logging.getLogger("corral.access")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+    """Map handler exceptions to the dialect of the route; never leak a traceback."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as err:
+        status = err.status
+        if request.path.startswith("/v2/"):
+            return oci_error_response(OciError(err.status, "UNKNOWN", err.message))
+        return api_error_response(err.status, err.message)
+    except OciError as err:
+        status = err.status
+        return oci_error_response(err)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            return api_error_response(exc.status, exc.reason)
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if request.path.startswith("/v2/"):
+            return oci_error_response(OciError(500, "UNKNOWN", "internal server error"))
+        return api_error_response(500, "internal server error")
+    finally:
+        access_log.info("%s %s %d %.1fms", request.method, request.path_qs, status,
+                        (time.perf_counter() - start) * 1000)
+
+
+async def build_services(settings: Settings) -> Services:
+    await upgrade_database(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    store = BlobStore(settings.blobs_dir)
+    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    for stray in store.stray_temp_files():
+        stray.unlink(missing_ok=True)
+        log.info("removed leftover of an interrupted ingest: %s", stray.name)
+    catalog = Catalog(sessions, store)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        catalog=catalog,
+        content=LocalContent(catalog),
+        model_reader=ModelReader(store),
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application; resources are created in the startup hook and closed on cleanup."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2 * 16)
+    app.add_routes(oci.routes())
+    app.add_routes(api.routes())
+    runner = make_runner(app, settings)
+    app.add_routes(runner.routes())
+
+    async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
+        app[SERVICES] = await build_services(settings)
+        try:
+            yield
+        finally:
+            await runner.close()
+            await app[SERVICES].engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.INFO if settings.debug == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.debug == 0:
+        access_log.setLevel(logging.WARNING)
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings)
+    if settings.needs_admin_token and not settings.admin_token:
+        log.warning("listening beyond loopback without CORRAL_ADMIN_TOKEN: admin and write routes are refused")
+    web.run_app(
+        create_app(settings),
+        host=settings.host.host or None,
+        port=settings.host.port,
+        ssl_context=ssl_context(settings),
+        print=lambda *_: log.info("corral listening on %s", settings.host.url),
+        access_log=None,
+    )

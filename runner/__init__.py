@@ -1,0 +1,1 @@
+"""Inference runner: loads GGUF blobs handed over by the registry and serves ollama/OpenAI APIs."""

@@ -1,0 +1,85 @@
+"""Settings: defaults, TOML file, environment, and one-line errors naming the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.config import SETTINGS_SPEC, SettingsError, load_settings, parse_ollama_host
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", ("http", "127.0.0.1", 11434)),
+        ("0.0.0.0", ("http", "0.0.0.0", 11434)),
+        ("example.com:8080", ("http", "example.com", 8080)),
+        (":9000", ("http", "", 9000)),
+        ("https://corral.lan", ("https", "corral.lan", 443)),
+        ("http://corral.lan", ("http", "corral.lan", 80)),
+        ("[::1]:11500", ("http", "::1", 11500)),
+        ("ollama.com", ("https", "ollama.com", 443)),
+    ],
+)
+def test_ollama_host_parsing(value: str, expected: tuple[str, str, int]) -> None:
+    h = parse_ollama_host(value)
+    assert (h.scheme, h.host, h.port) == expected
+
+
+def test_defaults() -> None:
+    s = load_settings(env={})
+    assert s.host.port == 11434 and s.host.is_loopback
+    assert s.models == Path("~/.corral/models").expanduser()
+    assert s.database_url.endswith(".corral/corral.db")
+    assert s.keep_alive == 300 and s.num_parallel == 1 and s.max_queue == 512
+    assert s.upstream == "https://registry.ollama.ai"
+
+
+def test_environment_beats_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nmodels = "/srv/a"\n[cache]\nmax_bytes = "200GB"\n')
+    s = load_settings(env={"OLLAMA_MODELS": "/srv/b"}, config_file=cfg)
+    assert s.models == Path("/srv/b")
+    assert s.max_cache == 200 * 1000**3
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OLLAMA_HOST": "127.0.0.1:99999"}, "OLLAMA_HOST"),
+        ({"OLLAMA_NUM_PARALLEL": "many"}, "OLLAMA_NUM_PARALLEL"),
+        ({"OLLAMA_KEEP_ALIVE": "10 parsecs"}, "OLLAMA_KEEP_ALIVE"),
+        ({"CORRAL_MAX_CACHE": "lots"}, "CORRAL_MAX_CACHE"),
+        ({"OLLAMA_NOPRUNE": "perhaps"}, "OLLAMA_NOPRUNE"),
+        ({"CORRAL_UPSTREAM": "ftp://x"}, "CORRAL_UPSTREAM"),
+    ],
+)
+def test_invalid_values_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named) as info:
+        load_settings(env=env)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_file_key_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[cache]\nmax_byte = 1\n")
+    with pytest.raises(SettingsError, match="cache.max_byte"):
+        load_settings(env={}, config_file=cfg)
+
+
+def test_shipped_config_file_lists_every_setting() -> None:
+    text = (REPO / "config" / "corral.toml").read_text()
+    s = load_settings(env={}, config_file=REPO / "config" / "corral.toml")
+    assert s.host.port == 11434
+    for spec in SETTINGS_SPEC:
+        assert spec.key.split(".")[1] in text, spec.key
+        assert spec.env in text, spec.env
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    for spec in SETTINGS_SPEC:
+        assert spec.env in readme, spec.env

@@ -1,0 +1,130 @@
+"""A test-side client that pulls exactly like ollama's legacy downloader (server/download.go).
+
+Sequence per the protocol doc §1.1: manifest GET with ollama's Accept and User-Agent; per layer
+HEAD for the size (Content-Length only), a GET without Range that must answer 200/307 with a
+`Location` (followed only to the same hostname), then parallel `Range` parts against that URL
+with Go's default User-Agent and no status check, written at their offsets; sha256 at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+OLLAMA_UA = "ollama/0.33.0 (amd64 linux) Go/go1.24.0"
+GO_UA = "Go-http-client/1.1"
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+MIN_PART = 100_000_000
+MAX_PART = 1_000_000_000
+PARTS = 16
+
+
+class PullError(Exception):
+    pass
+
+
+def part_ranges(total: int, min_part: int = MIN_PART, max_part: int = MAX_PART) -> list[tuple[int, int]]:
+    """ollama's split: size = clamp(total/16, min, max); ceil(total/size) parts, last one shorter."""
+    size = min(max(total // PARTS, min_part), max_part)
+    return [(off, min(size, total - off)) for off in range(0, total, size)]
+
+
+@dataclass
+class PulledModel:
+    manifest_raw: bytes
+    blobs: dict[str, Path] = field(default_factory=dict)
+    range_requests: int = 0
+
+
+class LegacyPuller:
+    def __init__(self, base_url: str, dest: Path, *, min_part: int = MIN_PART, concurrency: int = PARTS) -> None:
+        self.base = base_url.rstrip("/")
+        self.dest = dest
+        self.min_part = min_part
+        self.concurrency = concurrency
+        dest.mkdir(parents=True, exist_ok=True)
+
+    async def pull(self, repository: str, tag: str) -> PulledModel:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), follow_redirects=False) as client:
+            r = await client.get(f"{self.base}/v2/{repository}/manifests/{tag}",
+                                 headers={"Accept": MANIFEST_ACCEPT, "User-Agent": OLLAMA_UA})
+            if r.status_code == 404:
+                raise PullError("pull model manifest: file does not exist")
+            if r.status_code >= 400:
+                raise PullError(f"pull model manifest: {r.status_code}: {r.text}")
+            manifest = json.loads(r.content)
+            result = PulledModel(manifest_raw=r.content)
+            layers = [*manifest["layers"], manifest["config"]]
+            for layer in layers:  # ollama fetches layers one after another
+                path, ranges = await self._blob(client, repository, layer["digest"])
+                result.blobs[layer["digest"]] = path
+                result.range_requests += ranges
+            return result
+
+    async def _blob(self, client: httpx.AsyncClient, repository: str, digest: str) -> tuple[Path, int]:
+        url = f"{self.base}/v2/{repository}/blobs/{digest}"
+        head = await client.head(url, headers={"User-Agent": OLLAMA_UA}, follow_redirects=True)
+        if head.status_code >= 400:
+            raise PullError(f"HEAD {digest}: {head.status_code}")
+        total = int(head.headers.get("Content-Length", "0"))
+        direct = await self._resolve(client, url)
+        target = self.dest / digest.replace(":", "-")
+        with open(target, "wb") as f:
+            f.truncate(total)
+        sem = asyncio.Semaphore(self.concurrency)
+        ranges = part_ranges(total, self.min_part) if total else []
+
+        async def fetch(offset: int, size: int) -> None:
+            async with sem, client.stream("GET", direct, headers={
+                "User-Agent": GO_UA, "Range": f"bytes={offset}-{offset + size - 1}"
+            }, follow_redirects=True) as resp:
+                written = 0
+                fd = os.open(target, os.O_WRONLY)
+                try:
+                    async for chunk in resp.aiter_bytes():
+                        chunk = chunk[: size - written]
+                        os.pwrite(fd, chunk, offset + written)
+                        written += len(chunk)
+                        if written >= size:
+                            break
+                finally:
+                    os.close(fd)
+
+        await asyncio.gather(*(fetch(o, s) for o, s in ranges))
+        h = hashlib.sha256()
+        with open(target, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if f"sha256:{h.hexdigest()}" != digest:
+            target.unlink()
+            raise PullError(f"digest mismatch, file must be downloaded again: want {digest}, got sha256:{h.hexdigest()}")
+        return target, len(ranges)
+
+    async def _resolve(self, client: httpx.AsyncClient, url: str) -> str:
+        """The direct-URL step: follow redirects only within the same hostname, need a Location."""
+        host = urlsplit(url).hostname
+        for _ in range(10):
+            async with client.stream("GET", url, headers={"User-Agent": OLLAMA_UA}) as resp:
+                location = resp.headers.get("Location")
+                status = resp.status_code
+            if status in (301, 302, 303, 307, 308) and location:
+                nxt = urljoin(url, location)
+                if urlsplit(nxt).hostname != host:
+                    if status != 307:
+                        raise PullError(f"unexpected status code {status}")
+                    return nxt
+                url = nxt
+                continue
+            if status not in (200, 307):
+                raise PullError(f"unexpected status code {status}")
+            if not location:
+                raise PullError("http: no Location header in response")
+            return urljoin(url, location)
+        raise PullError("stopped after 10 redirects")

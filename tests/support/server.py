@@ -1,0 +1,89 @@
+"""Start a real `corral serve` process on a free loopback port and stop it afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    port: int
+    root: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def host_env(self) -> dict[str, str]:
+        return {"OLLAMA_HOST": f"127.0.0.1:{self.port}"}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def base_env(root: Path, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "CORRAL_"))}
+    env.update({
+        "OLLAMA_HOST": f"127.0.0.1:{port}",
+        "OLLAMA_MODELS": str(root / "models"),
+        "CORRAL_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'corral.db'}",
+        "CORRAL_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+def start_server(root: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
+                 timeout: float = 60) -> ServerProcess:
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / f"server-{port}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "registry.cli", "serve"],
+        env=base_env(root, port, extra_env), stdout=log, stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(f"http://127.0.0.1:{port}", port, root, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"corral exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + "/api/version", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"corral did not start within {timeout}s:\n{server.log()}")
+
+
+def run_cli(server: ServerProcess, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "registry.cli", *args],
+        env=base_env(server.root, server.port), capture_output=True, text=True, timeout=timeout,
+    )

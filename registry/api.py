@@ -12,7 +12,7 @@ from aiohttp import web
 
 from registry import __version__
 from registry.catalog import ModelNotFound, ModelRecord
-from registry.create import create_events, parse_create_request
+from registry.create import create_events, parse_create_request, plan_create
 from registry.errors import ApiError
 from registry.gguf_info import capabilities
 from registry.jsonbody import field, read_json_object
@@ -100,12 +100,16 @@ async def show(request: web.Request) -> web.Response:
     out: dict[str, Any] = {
         "modelfile": render_modelfile(
             from_line=str(contents.model_path) if contents.model_path else name.display_shortest(),
+            short_name=name.display_shortest(),
             template=template,
             system=system,
             params=contents.params,
             messages=contents.messages,
             license=contents.license,
             adapters=[str(p) for p in contents.adapters],
+            projectors=[str(contents.projector)] if contents.projector else (),
+            renderer=contents.config.get("renderer") or None,
+            parser=contents.config.get("parser") or None,
         ),
         "details": details_from_config(contents.config),
         "modified_at": go_time(contents.record.modified_at),
@@ -114,15 +118,18 @@ async def show(request: web.Request) -> web.Response:
         out["license"] = "\n".join(contents.license)
     if contents.params:
         out["parameters"] = format_parameters(contents.params)
-    if template:
-        out["template"] = template
+    shown_template = template or (contents.gguf.chat_template if contents.gguf else None)
+    if shown_template:
+        out["template"] = shown_template
     if system:
         out["system"] = system
     if contents.messages:
         out["messages"] = contents.messages
     if contents.gguf is not None:
         out["model_info"] = contents.gguf.model_info(verbose=verbose)
-        out["capabilities"] = capabilities(contents.gguf, template)
+        out["tensors"] = contents.gguf.show_tensors()
+        caps = capabilities(contents.gguf, template, has_projector=contents.projector is not None)
+        out["capabilities"] = [*caps, *(c for c in contents.config.get("capabilities", []) if c not in caps)]
     for key in ("renderer", "parser", "requires"):
         if contents.config.get(key):
             out[key] = contents.config[key]
@@ -196,7 +203,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     body = await read_json_object(request)
     create_request = parse_create_request(body)
-    return await stream_progress(request, create_request.stream, create_events(services, create_request))
+    plan = await plan_create(services, create_request)
+    events = create_events(services, create_request, plan)
+    return await stream_progress(request, create_request.stream, events)
 
 
 def routes() -> list[web.RouteDef]:

@@ -108,7 +108,7 @@ async def cmd_cp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _upload(c: CorralClient, path: Path) -> str:
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         raise ModelfileError(f"no such file: {path}")
     digest, _ = await hash_file(path)
     if not await c.blob_exists(str(digest)):
@@ -127,7 +127,7 @@ def _local_path(arg: str, base: Path) -> Path | None:
 
 
 async def build_create_request(c: CorralClient, name: str, modelfile: Path) -> dict[str, Any]:
-    parsed = parse_modelfile(modelfile.read_text())
+    parsed = parse_modelfile(await asyncio.to_thread(modelfile.read_text))
     body: dict[str, Any] = {"model": name}
     params: list[tuple[str, str]] = []
     messages: list[dict[str, str]] = []
@@ -135,13 +135,13 @@ async def build_create_request(c: CorralClient, name: str, modelfile: Path) -> d
     print("gathering model components", file=sys.stderr)
     for command, arg in parsed.commands:
         if command == "from":
-            path = _local_path(arg, modelfile.parent)
+            path = await asyncio.to_thread(_local_path, arg, modelfile.parent)
             if path is None:
                 body["from"] = arg
             else:
                 body["files"] = {path.name: await _upload(c, path)}
         elif command == "adapter":
-            path = _local_path(arg, modelfile.parent)
+            path = await asyncio.to_thread(_local_path, arg, modelfile.parent)
             if path is None:
                 raise ModelfileError(f"adapter file not found: {arg}")
             body["adapters"] = {path.name: await _upload(c, path)}
@@ -165,7 +165,7 @@ async def build_create_request(c: CorralClient, name: str, modelfile: Path) -> d
 
 async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     modelfile = Path(args.file)
-    if modelfile.is_dir():
+    if await asyncio.to_thread(modelfile.is_dir):
         modelfile = modelfile / "Modelfile"
     async with client(settings) as c:
         body = await build_create_request(c, args.model, modelfile)

@@ -77,7 +77,7 @@ class CorralClient:
         async with self.session.head(f"{self.base}/api/blobs/{digest}") as resp:
             return resp.status == 200
 
-    async def upload_blob(self, digest: str, path) -> None:  # noqa: ANN001 - Path
+    async def upload_blob(self, digest: str, path) -> None:
         with open(path, "rb") as f:  # noqa: ASYNC230 - aiohttp streams the file object itself
             async with self.session.post(f"{self.base}/api/blobs/{digest}", data=f) as resp:
                 await self._raise_for(resp)

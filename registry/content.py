@@ -72,7 +72,7 @@ class LocalContent:
         return file_response(self.catalog.store.path(digest), request)
 
 
-def file_response(path, request: web.Request) -> web.FileResponse:  # noqa: ANN001 - Path
+def file_response(path, request: web.Request) -> web.FileResponse:
     """A sendfile-backed response with Range support and the `Location` ollama's downloader needs.
 
     ollama's legacy client resolves a "direct URL" from the blob GET's `Location` header and

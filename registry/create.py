@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.catalog import ModelNotFound
+from registry.catalog import ModelNotFound, ModelRecord
 from registry.errors import ApiError
 from registry.gguf_info import GGUFError
 from registry.jsonbody import field as typed_field
@@ -152,30 +152,44 @@ def parse_create_request(body: dict[str, Any]) -> CreateRequest:
     return request
 
 
-async def create_events(services: Services, req: CreateRequest) -> AsyncIterator[dict[str, Any]]:
+@dataclass
+class CreatePlan:
+    """What the request's references resolved to, checked before any progress line is sent so
+    that a missing blob or base model gets a proper 4xx status instead of a mid-stream error."""
+
+    base: ModelRecord | None
+    files: list[tuple[str, Digest, int]]
+    adapters: list[tuple[str, Digest, int]]
+
+
+async def plan_create(services: Services, req: CreateRequest) -> CreatePlan:
+    base = await _base_model(services, req.from_) if req.from_ else None
+    files = [await _checked_gguf(services, f, d) for f, d in req.files.items()] if not base else []
+    adapters = [await _checked_gguf(services, f, d) for f, d in req.adapters.items()]
+    return CreatePlan(base, files, adapters)
+
+
+async def create_events(services: Services, req: CreateRequest, plan: CreatePlan) -> AsyncIterator[dict[str, Any]]:
     """Yield ollama's create progress statuses while building and storing the manifest."""
     layers: list[Layer] = []
     config: dict[str, Any] = {}
     base_params: dict[str, Any] = {}
-    if req.from_:
-        base = await _base_model(services, req.from_)
+    if plan.base is not None:
+        base = plan.base
         base_contents = await services.model_reader.read(base)
         config = {k: v for k, v in base_contents.config.items() if k != "rootfs"}
         base_params = dict(base_contents.params)
         from_name = base.name.display_shortest()
         layers = [Layer(layer.media_type, layer.digest, layer.size, layer.from_ or from_name)
                   for layer in base.manifest.layers]
-    else:
-        for filename, digest in req.files.items():
-            yield {"status": "parsing GGUF"}
-            layer, fields = await _gguf_layer(services, filename, digest, MEDIA_MODEL)
-            layers.append(layer)
-            for key, value in fields.items():
-                config.setdefault(key, value)
-    for filename, digest in req.adapters.items():
+    for filename, digest, size in plan.files:
         yield {"status": "parsing GGUF"}
-        layer, _ = await _gguf_layer(services, filename, digest, MEDIA_ADAPTER)
-        layers = [x for x in layers if x.media_type != MEDIA_ADAPTER] + [layer]
+        layers.append(Layer(MEDIA_MODEL, digest, size))
+        for key, value in (await _gguf_fields(services, filename, digest)).items():
+            config.setdefault(key, value)
+    for _filename, digest, size in plan.adapters:
+        yield {"status": "parsing GGUF"}
+        layers = [x for x in layers if x.media_type != MEDIA_ADAPTER] + [Layer(MEDIA_ADAPTER, digest, size)]
 
     existing = {layer.digest for layer in layers}
     if req.template is not None:
@@ -210,7 +224,7 @@ async def create_events(services: Services, req: CreateRequest) -> AsyncIterator
     yield {"status": "success"}
 
 
-async def _base_model(services: Services, from_text: str):  # noqa: ANN202 - ModelRecord
+async def _base_model(services: Services, from_text: str) -> ModelRecord:
     try:
         name = ModelName.parse(from_text)
     except InvalidNameError:
@@ -221,18 +235,21 @@ async def _base_model(services: Services, from_text: str):  # noqa: ANN202 - Mod
         raise ApiError(404, f"model '{from_text}' not found") from None
 
 
-async def _gguf_layer(services: Services, filename: str, digest: Digest, media_type: str) -> tuple[Layer, dict]:
+async def _checked_gguf(services: Services, filename: str, digest: Digest) -> tuple[str, Digest, int]:
     size = await services.catalog.servable_size(digest)
     if size is None:
         raise ApiError(400, f"blob {digest} not found; upload it first with POST /api/blobs/{digest}")
     if await asyncio.to_thread(_read_magic, services.store.path(digest)) != GGUF_MAGIC:
         raise ApiError(400, "supplied file was not in GGUF format")
+    return filename, digest, size
+
+
+async def _gguf_fields(services: Services, filename: str, digest: Digest) -> dict[str, Any]:
     try:
         info = await services.model_reader.gguf_info(digest)
     except GGUFError as exc:
         raise ApiError(400, f"{filename}: {exc}") from None
-    fields = info.config_fields() if media_type == MEDIA_MODEL else {}
-    return Layer(media_type, digest, size), fields
+    return info.config_fields()
 
 
 def _read_magic(path: Path) -> bytes:

@@ -122,7 +122,7 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI types are driver specific
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     """WAL lets readers proceed during writes; foreign keys make cascades real; busy_timeout
     absorbs brief write contention between the server and a CLI maintenance command."""
     cur = dbapi_conn.cursor()

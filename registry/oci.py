@@ -63,14 +63,13 @@ async def head_blob(request: web.Request) -> web.Response:
     content = request.app[SERVICES].content
     digest = parse_digest(request.match_info["digest"])
     size = await content.blob_size(repository_name(request), digest, request)
-    response = web.Response(status=200, headers={
+    return web.Response(status=200, headers={
         **API_VERSION_HEADER,
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",
+        "Content-Length": str(size),
         "Accept-Ranges": "bytes",
     })
-    response.content_length = size  # aiohttp drops an explicit header on HEAD; this survives
-    return response
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,8 @@ from aiohttp import web
 from registry.config import Settings
 from registry.names import InvalidNameError, ModelName
 from registry.services import SERVICES
-from runner.scheduler import Runner, RunnerConfig
+from runner.api import Runner
+from runner.scheduler import RunnerConfig
 from runner.spec import ModelNotFoundError, ModelSpec
 
 

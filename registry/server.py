@@ -30,7 +30,7 @@ access_log = logging.getLogger("corral.access")
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Map handler exceptions to the dialect of the route; never leak a traceback."""
     start = time.perf_counter()
     status = 500
@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> web.Application:
     runner = make_runner(app, settings)
     app.add_routes(runner.routes())
 
-    async def lifecycle(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
+    async def lifecycle(app: web.Application):
         app[SERVICES] = await build_services(settings)
         try:
             yield

@@ -66,7 +66,7 @@ def test_invalid_values_name_the_setting(env: dict[str, str], named: str) -> Non
 def test_unknown_file_key_is_an_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[cache]\nmax_byte = 1\n")
-    with pytest.raises(SettingsError, match="cache.max_byte"):
+    with pytest.raises(SettingsError, match=r"cache\.max_byte"):
         load_settings(env={}, config_file=cfg)
 
 

@@ -76,8 +76,7 @@ class LegacyPuller:
         total = int(head.headers.get("Content-Length", "0"))
         direct = await self._resolve(client, url)
         target = self.dest / digest.replace(":", "-")
-        with open(target, "wb") as f:
-            f.truncate(total)
+        await asyncio.to_thread(_allocate, target, total)
         sem = asyncio.Semaphore(self.concurrency)
         ranges = part_ranges(total, self.min_part) if total else []
 
@@ -98,13 +97,10 @@ class LegacyPuller:
                     os.close(fd)
 
         await asyncio.gather(*(fetch(o, s) for o, s in ranges))
-        h = hashlib.sha256()
-        with open(target, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        if f"sha256:{h.hexdigest()}" != digest:
+        actual = await asyncio.to_thread(_sha256, target)
+        if actual != digest:
             target.unlink()
-            raise PullError(f"digest mismatch, file must be downloaded again: want {digest}, got sha256:{h.hexdigest()}")
+            raise PullError(f"digest mismatch, file must be downloaded again: want {digest}, got {actual}")
         return target, len(ranges)
 
     async def _resolve(self, client: httpx.AsyncClient, url: str) -> str:
@@ -128,3 +124,16 @@ class LegacyPuller:
                 raise PullError("http: no Location header in response")
             return urljoin(url, location)
         raise PullError("stopped after 10 redirects")
+
+
+def _allocate(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"

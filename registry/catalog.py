@@ -101,6 +101,17 @@ class Catalog:
             return None
         return self.store.size(digest)
 
+    async def layer_info(self, digest: Digest) -> tuple[int, str] | None:
+        """Size and media type of a blob as some stored manifest declares it (blobs not yet fetched)."""
+        async with self.sessions() as s:
+            row = (
+                await s.execute(
+                    select(ManifestLayer.size, ManifestLayer.media_type)
+                    .where(ManifestLayer.blob_digest == str(digest)).limit(1)
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
+
     # ---- writes ------------------------------------------------------------------------------
 
     async def record_blob(

@@ -184,7 +184,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from registry import cli_runner  # the runner's commands live beside the runner's owner
+    from registry import cli_airgap, cli_mirror, cli_runner  # commands live beside the code they drive
 
     parser = argparse.ArgumentParser(prog="corral", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     add("version", cmd_version, "print corral's version", aliases=("--version",))
     cli_runner.add_parsers(add)
+    cli_airgap.add_parsers(add)
+    cli_mirror.add_parsers(add)
     return parser
 
 

@@ -6,6 +6,7 @@ works the same against a local or a remote corral.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,9 +62,11 @@ class CorralClient:
             text = await resp.text()
             return json.loads(text) if text.strip() else None
 
-    async def stream(self, path: str, body: Any) -> AsyncIterator[dict[str, Any]]:
-        """POST and yield NDJSON objects; an `{"error": …}` line raises ClientError."""
-        async with self.session.post(self.base + path, json=body) as resp:
+    async def stream(self, path: str, body: Any, *, data: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """POST (JSON `body`, or raw `data` such as an open file) and yield NDJSON objects; an
+        `{"error": …}` line raises ClientError."""
+        request = {"json": body} if data is None else {"data": data}
+        async with self.session.post(self.base + path, **request) as resp:
             await self._raise_for(resp)
             async for line in resp.content:
                 if not line.strip():
@@ -72,6 +75,13 @@ class CorralClient:
                 if "error" in event:
                     raise ClientError(resp.status, event["error"])
                 yield event
+
+    @contextlib.asynccontextmanager
+    async def download(self, path: str, body: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST JSON and hand over the checked response, to read a binary body as it streams."""
+        async with self.session.post(self.base + path, json=body) as resp:
+            await self._raise_for(resp)
+            yield resp
 
     async def blob_exists(self, digest: str) -> bool:
         async with self.session.head(f"{self.base}/api/blobs/{digest}") as resp:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     event,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -94,6 +95,24 @@ class Tag(Base):
     upstream: Mapped[str | None] = mapped_column(String(400))
 
     __table_args__ = (Index("ix_tags_manifest", "manifest_digest"),)
+
+
+class FillProgress(Base):
+    """An upstream fill in progress: where the blob comes from and how far each segment got.
+
+    Written after the partial file's bytes are fsynced, so a restart (even after kill -9) resumes
+    each segment from a byte count that is really on disk; the row goes when the fill ends.
+    """
+
+    __tablename__ = "fills"
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(400))  # upstream base URL, scheme://host[:port]
+    repository: Mapped[str] = mapped_column(String(200))
+    segments: Mapped[str] = mapped_column(Text)  # JSON [[offset, length, done], ...]
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 def alembic_config(url: str) -> Config:

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 KEY_TYPE = "ssh-ed25519"
+# base64(hex(sha256(""))): the body-hash field of a token request, whose body is always empty
+ZERO_SUM = b"ZTNiMGM0NDI5OGZjMWMxNDlhZmJmNGM4OTk2ZmI5MjQyN2FlNDFlNDY0OWI5MzRjYTQ5NTk5MWI3ODUyYjg1NQ=="
 
 
 class SignatureError(ValueError):
@@ -80,6 +82,11 @@ def key_blob(line: str) -> bytes:
     if not isinstance(public, Ed25519PublicKey):
         raise ValueError("not an ed25519 key")
     return base64.b64decode(parts[1])
+
+
+def token_request_data(url: str) -> bytes:
+    """What ollama signs to get a registry token: `GET,<full token URL>,<zero-sum>`."""
+    return b"GET," + url.encode() + b"," + ZERO_SUM
 
 
 def sign_challenge(key: Ed25519PrivateKey, data: bytes) -> str:

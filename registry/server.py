@@ -14,16 +14,21 @@ import time
 
 from aiohttp import web
 
-from registry import api, oci
+from registry import airgap, api, cors, oci, openai_bridge, pull
 from registry.catalog import Catalog
 from registry.config import Settings
 from registry.content import LocalContent
 from registry.db import make_engine, make_sessionmaker, upgrade_database
 from registry.errors import ApiError, OciError, api_error_response, oci_error_response
+from registry.fills import Fills
+from registry.keys import load_or_create_key
+from registry.manifest_cache import ManifestCache
 from registry.model_contents import ModelReader
+from registry.proxy import ProxyContent
 from registry.runner_bridge import make_runner
 from registry.services import SERVICES, Services
 from registry.store import BlobStore
+from registry.upstream import Upstream
 
 log = logging.getLogger("corral")
 access_log = logging.getLogger("corral.access")
@@ -74,24 +79,33 @@ async def build_services(settings: Settings) -> Services:
         stray.unlink(missing_ok=True)
         log.info("removed leftover of an interrupted ingest: %s", stray.name)
     catalog = Catalog(sessions, store)
+    upstream = Upstream(settings, await asyncio.to_thread(load_or_create_key, settings.key_path))
+    manifests = ManifestCache(catalog, upstream, settings)
+    fills = Fills(store, catalog, sessions, upstream)
     return Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
         store=store,
         catalog=catalog,
-        content=LocalContent(catalog),
+        content=ProxyContent(LocalContent(catalog), manifests, fills, upstream),
         model_reader=ModelReader(store),
+        upstream=upstream,
+        manifests=manifests,
+        fills=fills,
     )
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the application; resources are created in the startup hook and closed on cleanup."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2 * 16)
+    app = web.Application(middlewares=[error_middleware, *cors.middlewares(settings)], client_max_size=1024**2 * 16)
+    app.on_response_prepare.append(cors.add_cors_headers)
     app.add_routes(oci.routes())
     app.add_routes(api.routes())
+    app.add_routes(pull.routes())
     runner = make_runner(app, settings)
     app.add_routes(runner.routes())
+    openai_bridge.setup(app, runner)
 
     async def lifecycle(app: web.Application):
         app[SERVICES] = await build_services(settings)
@@ -99,9 +113,12 @@ def create_app(settings: Settings) -> web.Application:
             yield
         finally:
             await runner.close()
+            await app[SERVICES].fills.close()
+            await app[SERVICES].upstream.close()
             await app[SERVICES].engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    airgap.setup(app, settings)
     return app
 
 

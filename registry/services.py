@@ -10,8 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from registry.catalog import Catalog
 from registry.config import Settings
+from registry.fills import Fills
+from registry.manifest_cache import ManifestCache
 from registry.model_contents import ModelReader
 from registry.store import BlobStore
+from registry.upstream import Upstream
 
 if TYPE_CHECKING:
     from registry.content import ContentSource
@@ -26,6 +29,9 @@ class Services:
     catalog: Catalog
     content: ContentSource
     model_reader: ModelReader
+    upstream: Upstream  # the only way out to upstream registries (host policy, offline)
+    manifests: ManifestCache
+    fills: Fills
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,8 @@ from aiohttp.test_utils import TestClient
 
 from registry.config import Settings, load_settings
 from registry.server import create_app
+from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.mirror import mirror_client
 
 
 def make_settings(root: Path, **env: str) -> Settings:
@@ -32,3 +34,19 @@ async def client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings
 ) -> TestClient:
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def fake_registry() -> AsyncIterator[FakeOllamaRegistry]:
+    """registry.ollama.ai's quirks on loopback (307 to a CDN port, text/plain manifests, UA gate)."""
+    registry = await FakeOllamaRegistry().start()
+    yield registry
+    await registry.close()
+
+
+@pytest.fixture
+async def mirror(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path, fake_registry: FakeOllamaRegistry
+) -> TestClient:
+    """An in-process corral mirroring `fake_registry`, with test-sized timeouts and segments."""
+    return await mirror_client(aiohttp_client, tmp_path, fake_registry.url)

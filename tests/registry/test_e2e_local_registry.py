@@ -74,7 +74,9 @@ def test_ollama_client_list_show_copy_delete(server: ServerProcess) -> None:
 
     shown = client.show("smollm2")
     assert shown.template == CHATML_TEMPLATE
-    assert shown.system == "You are a terse assistant."
+    assert "SYSTEM You are a terse assistant." in shown.modelfile  # the client has no `system` field
+    raw = httpx.post(server.url + "/api/show", json={"model": "smollm2"}).json()
+    assert raw["system"] == "You are a terse assistant."
     assert "stop" in shown.parameters and "<|im_end|>" in shown.parameters
     assert shown.modelinfo["general.architecture"] == "llama"
     assert shown.modelinfo["llama.context_length"] == 8192
@@ -114,7 +116,7 @@ def test_create_from_existing_model_reuses_layers(server: ServerProcess, tmp_pat
     assert created.returncode == 0, created.stderr
     assert "using existing layer" in created.stderr
     shown = ollama.Client(host=server.url).show("smollm2-fr")
-    assert shown.system == "Answer in French."
+    assert "SYSTEM Answer in French." in shown.modelfile
     assert "num_ctx" in shown.parameters and "temperature" in shown.parameters
     assert run_cli(server, "rm", "smollm2-fr").returncode == 0
 

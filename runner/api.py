@@ -1,0 +1,177 @@
+"""HTTP face of the runner: ollama's /api/generate, /api/chat, /api/embed, /api/embeddings, /api/ps.
+
+Thin by design: handlers decode JSON, hand it to RunnerService, and write what comes back —
+NDJSON (`application/x-ndjson`) while streaming, one JSON document for `"stream": false` and for
+load/unload/debug answers, `{"error": ...}` with ollama's status before streaming starts and an
+`{"error": ...}` line once it has. A client that disconnects cancels its generation: aiohttp does
+not cancel handlers by default, so each handler watches its transport.
+
+`Runner` is the entry point the server factory uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from runner.errors import RequestError
+from runner.scheduler import RunnerConfig, Scheduler
+from runner.service import RunnerService, RunnerStats, collect_chat, collect_generate, is_single_response
+from runner.spec import SpecResolver
+
+_DISCONNECT_POLL = 0.1  # seconds between transport checks while a request runs
+
+
+class Runner:
+    """Loaded models plus the routes serving them; one per server."""
+
+    def __init__(self, config: RunnerConfig, resolve: SpecResolver) -> None:
+        self.scheduler = Scheduler(config)
+        self.service = RunnerService(config, resolve, self.scheduler)
+        self.stats: RunnerStats = self.service.stats
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/generate", self._generate),
+            web.post("/api/chat", self._chat),
+            web.post("/api/embed", self._embed),
+            web.post("/api/embeddings", self._embeddings),
+            web.get("/api/ps", self._ps),
+        ]
+
+    def loaded_paths(self) -> set[Path]:
+        """Blob files of the models loaded now (weights, adapters, projector): never prune these."""
+        paths: set[Path] = set()
+        for model in self.scheduler.loaded():
+            spec = model.spec
+            paths.update((spec.model_path, *spec.adapters))
+            if spec.projector is not None:
+                paths.add(spec.projector)
+        return paths
+
+    def loaded_names(self) -> set[str]:
+        return {model.spec.name for model in self.scheduler.loaded()}
+
+    async def unload(self, name: str) -> bool:
+        """Unload a model by name once its running requests finish; False when it was not loaded."""
+        return await self.scheduler.unload_name(name)
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+
+    # ----------------------------------------------------------------- handlers
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        return await _watched(request, lambda: self._stream(request, self.service.generate, collect_generate))
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await _watched(request, lambda: self._stream(request, self.service.chat, collect_chat))
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        return await _watched(request, lambda: _answer(request, self.service.embed))
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await _watched(request, lambda: _answer(request, self.service.embeddings))
+
+    async def _ps(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.service.ps())
+
+    async def _stream(
+        self,
+        request: web.Request,
+        produce: Callable[[Any], AsyncIterator[dict[str, Any]]],
+        collect: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    ) -> web.StreamResponse:
+        try:
+            body = await _body(request)
+        except RequestError as exc:
+            return _error(exc)
+        async with contextlib.aclosing(produce(body)) as chunks:
+            try:
+                first = await anext(chunks)
+            except RequestError as exc:
+                return _error(exc)
+            if is_single_response(first):
+                return _json(first)
+            if isinstance(body, dict) and body.get("stream") is False:
+                collected = [first]
+                try:
+                    collected.extend([chunk async for chunk in chunks])
+                except RequestError as exc:
+                    return _error(exc)
+                return _json(collect(collected))
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            # a client that leaves makes writes fail; leaving the block closes the generation
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(_line(first))
+                try:
+                    async for chunk in chunks:
+                        await response.write(_line(chunk))
+                except RequestError as exc:
+                    await response.write(_line({"error": exc.message}))
+                await response.write_eof()
+            return response
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        raise RequestError(400, "missing request body")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, str(exc)) from None
+
+
+async def _answer(request: web.Request, handle: Callable[[Any], Awaitable[dict[str, Any]]]) -> web.StreamResponse:
+    try:
+        return _json(await handle(await _body(request)))
+    except RequestError as exc:
+        return _error(exc)
+
+
+async def _watched(request: web.Request, handle: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Run a handler, cancelling it if the client goes away (which frees its sequence slot)."""
+    work = asyncio.ensure_future(handle())
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})  # let it close its generation before we go
+    if work.cancelled():
+        return web.Response(status=499, text="request canceled")
+    return work.result()
+
+
+async def _disconnected(request: web.Request) -> None:
+    """Return once the client's connection is gone; aiohttp offers no event for it, hence polling."""
+    while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
+        await asyncio.sleep(_DISCONNECT_POLL)
+
+
+def _line(chunk: dict[str, Any]) -> bytes:
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _json(payload: dict[str, Any]) -> web.Response:
+    return web.Response(
+        body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(),
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def _error(exc: RequestError) -> web.Response:
+    response = _json({"error": exc.message})
+    response.set_status(exc.status)
+    return response

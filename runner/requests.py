@@ -1,0 +1,155 @@
+"""Validation of the structured request fields: messages, tools and think.
+
+Ollama decodes these with Go's encoding/json into typed structs, so a wrong JSON type is a 400
+before anything else happens. The same checks here produce plain dicts in ollama's JSON shape
+(roles lower-cased as api.Message.UnmarshalJSON does, tool-call arguments as objects).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from runner.errors import RequestError
+
+THINK_LEVELS = ("high", "medium", "low", "max")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "null"
+
+
+def _unmarshal_error(value: Any, field: str, go_type: str) -> RequestError:
+    kind = _json_type(value)
+    return RequestError(400, f"json: cannot unmarshal {kind} into Go struct field {field} of type {go_type}")
+
+
+def string_field(req: Mapping[str, Any], key: str) -> str:
+    """A top-level string field of a request body ("" when absent)."""
+    value = req.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _unmarshal_error(value, key, "string")
+    return value
+
+
+def bool_field(req: Mapping[str, Any], key: str) -> bool | None:
+    """A top-level optional bool field of a request body (None when absent)."""
+    value = req.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise _unmarshal_error(value, key, "bool")
+    return value
+
+
+def parse_think(value: Any) -> bool | str | None:
+    """`think` as api.ThinkValue accepts it: a bool or a level name; None when absent."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value not in THINK_LEVELS:
+            raise RequestError(
+                400, f'invalid think value: "{value}" (must be "high", "medium", "low", "max", true, or false)'
+            )
+        return value
+    raise RequestError(400, 'think must be a boolean or string ("high", "medium", "low", "max", true, or false)')
+
+
+def _optional_string(obj: dict[str, Any], key: str, field: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _unmarshal_error(value, field, "string")
+    return value
+
+
+def _tool_call(call: Any, index: int) -> dict[str, Any]:
+    if not isinstance(call, dict):
+        raise _unmarshal_error(call, "Message.tool_calls", "api.ToolCall")
+    function = call.get("function")
+    if not isinstance(function, dict):
+        raise _unmarshal_error(function, "ToolCall.function", "api.ToolCallFunction")
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):  # accepted leniently: OpenAI-style clients send JSON text
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            raise _unmarshal_error(arguments, "ToolCallFunction.arguments", "api.ToolCallFunctionArguments") from None
+    if not isinstance(arguments, dict):
+        raise _unmarshal_error(arguments, "ToolCallFunction.arguments", "api.ToolCallFunctionArguments")
+    parsed: dict[str, Any] = {
+        "function": {
+            "index": function.get("index", index),
+            "name": _optional_string(function, "name", "ToolCallFunction.name"),
+            "arguments": arguments,
+        }
+    }
+    if call.get("id"):
+        parsed["id"] = _optional_string(call, "id", "ToolCall.id")
+    return parsed
+
+
+def parse_messages(value: Any) -> list[dict[str, Any]]:
+    """ChatRequest.messages → list of message dicts; 400 on wrong JSON types."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _unmarshal_error(value, "ChatRequest.messages", "[]api.Message")
+    messages = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise _unmarshal_error(item, "ChatRequest.messages", "api.Message")
+        message: dict[str, Any] = {
+            "role": _optional_string(item, "role", "Message.role").lower(),
+            "content": _optional_string(item, "content", "Message.content"),
+        }
+        for key in ("thinking", "tool_name", "tool_call_id"):
+            if item.get(key):
+                message[key] = _optional_string(item, key, f"Message.{key}")
+        images = item.get("images")
+        if images:
+            if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+                raise _unmarshal_error(images, "Message.images", "[]api.ImageData")
+            message["images"] = images
+        calls = item.get("tool_calls")
+        if calls:
+            if not isinstance(calls, list):
+                raise _unmarshal_error(calls, "Message.tool_calls", "[]api.ToolCall")
+            message["tool_calls"] = [_tool_call(call, i) for i, call in enumerate(calls)]
+        messages.append(message)
+    return messages
+
+
+def parse_tools(value: Any) -> list[dict[str, Any]]:
+    """ChatRequest.tools → list of tool dicts; every tool needs a function object with a name."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _unmarshal_error(value, "ChatRequest.tools", "api.Tools")
+    tools = []
+    for tool in value:
+        if not isinstance(tool, dict):
+            raise _unmarshal_error(tool, "ChatRequest.tools", "api.Tool")
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise _unmarshal_error(function, "Tool.function", "api.ToolFunction")
+        name = _optional_string(function, "name", "ToolFunction.name")
+        if not name:
+            raise RequestError(400, "tool function name is required")
+        _optional_string(function, "description", "ToolFunction.description")
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _unmarshal_error(parameters, "ToolFunction.parameters", "api.ToolFunctionParameters")
+        _optional_string(tool, "type", "Tool.type")
+        tools.append(tool)
+    return tools

@@ -1,0 +1,56 @@
+"""One real corral for the client suites: SmolLM2 created with the CLI, plus a tool-capable copy.
+
+Started once per session (loading and creating the model is the slow part); tests that change
+the catalogue use names of their own. Servers run with a 1024-token context to keep the 2-core
+CI machine quick; each test asks for a handful of tokens at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.clients.toolmodel import TOOLS_TEMPLATE
+from tests.support.models import write_modelfile
+from tests.support.server import ServerProcess, run_cli, start_server
+
+SERVER_ENV = {"OLLAMA_CONTEXT_LENGTH": "1024"}
+MODEL = "smollm2"
+TOOLS_MODEL = "smollm2-tools"
+
+
+@pytest.fixture(scope="session")
+def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("corral-clients")
+    server = start_server(root, extra_env=SERVER_ENV)
+    try:
+        created = run_cli(server, "create", MODEL, "-f", str(write_modelfile(root)))
+        assert created.returncode == 0, created.stderr
+        response = httpx.post(
+            server.url + "/api/create",
+            json={"model": TOOLS_MODEL, "from": MODEL, "template": TOOLS_TEMPLATE, "stream": False},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, corral: ServerProcess) -> Iterator[Callable[[], ServerProcess]]:
+    """Factory for an empty corral whose upstream is the session server (a pull-through mirror)."""
+    started: list[ServerProcess] = []
+
+    def start() -> ServerProcess:
+        env = {**SERVER_ENV, "CORRAL_UPSTREAM": corral.url, "CORRAL_OFFLINE": "0"}
+        server = start_server(tmp_path / f"mirror{len(started)}", extra_env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,37 @@
+"""Offload and footprint estimates from GGUF header values (no GPU needed to check the arithmetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.memory import footprint, kv_cache_bytes, layer_count, offload_layers
+from runner.spec import ModelSpec
+
+GGUF = {
+    "general.architecture": "llama",
+    "llama.block_count": 30,
+    "llama.embedding_length": 576,
+    "llama.attention.head_count": 9,
+    "llama.attention.head_count_kv": 3,
+}
+SPEC = ModelSpec(name="m:latest", digest="d", model_path=Path("/nonexistent"), size=93_000_000, gguf=GGUF)
+
+
+def test_kv_cache_size_follows_the_header() -> None:
+    # 30 layers × (64 + 64 head dims) × 3 kv heads × 2 bytes per cell
+    assert kv_cache_bytes(SPEC, 1) == 30 * 128 * 3 * 2
+    assert layer_count(SPEC) == 31
+
+
+def test_offload_layers() -> None:
+    assert offload_layers(SPEC, num_gpu=-1, n_ctx=2048, gpu=False, max_vram=0) == 0
+    assert offload_layers(SPEC, num_gpu=-1, n_ctx=2048, gpu=True, max_vram=0) == 31
+    assert offload_layers(SPEC, num_gpu=10, n_ctx=2048, gpu=True, max_vram=0) == 10
+    per_layer = (SPEC.size + kv_cache_bytes(SPEC, 2048)) / 31
+    assert offload_layers(SPEC, num_gpu=-1, n_ctx=2048, gpu=True, max_vram=int(per_layer * 12.5)) == 12
+
+
+def test_footprint_splits_by_offloaded_layers() -> None:
+    total, on_gpu = footprint(SPEC, 2048, 0)
+    assert total == SPEC.size + kv_cache_bytes(SPEC, 2048) and on_gpu == 0
+    assert footprint(SPEC, 2048, 31) == (total, total)

@@ -1,0 +1,194 @@
+"""Scheduler behaviour over HTTP: keep_alive, max loaded models, queue limit, parallel sequences,
+cancellation, reloads. Models are SmolLM2 under several paths (symlinks), so each is its own load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import ollama
+import pytest
+
+from runner.errors import QUEUE_FULL_MESSAGE
+from runner.scheduler import RunnerConfig
+from tests.runner.conftest import Harness, StartRunner, smollm2_spec
+from tests.support.models import smollm2_gguf
+
+pytestmark = pytest.mark.model
+
+QUICK = {"temperature": 0, "num_predict": 2}
+
+
+def _models(tmp_path: Path, *names: str) -> list:
+    """One spec per name, each on its own path to the same weights (symlinks: no copy)."""
+    specs = []
+    for name in names:
+        link = tmp_path / f"{name}.gguf"
+        link.symlink_to(smollm2_gguf())
+        specs.append(smollm2_spec(f"{name}:latest", path=link))
+    return specs
+
+
+async def _loaded(harness: Harness) -> list[str]:
+    return [m.model for m in (await harness.client().ps()).models]
+
+
+async def test_load_only_and_unload_with_keep_alive_zero(harness: Harness) -> None:
+    client = harness.client()
+    loaded = await client.generate(model="smollm2", prompt="")
+    assert (loaded.done, loaded.done_reason, loaded.response) == (True, "load", "")
+    assert await _loaded(harness) == ["smollm2:latest"]
+    unloaded = await client.chat(model="smollm2", messages=[], keep_alive=0)
+    assert (unloaded.done, unloaded.done_reason, unloaded.message.role) == (True, "unload", "assistant")
+    assert await _loaded(harness) == []
+
+
+async def test_keep_alive_expiry_unloads(harness: Harness) -> None:
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="Hi", options=QUICK, keep_alive=1)
+    (entry,) = (await client.ps()).models
+    assert entry.context_length == 256
+    assert entry.size_vram == 0 and entry.size and entry.size > 0
+    remaining = entry.expires_at.timestamp() - time.time()
+    assert 0 < remaining <= 1.5
+    await asyncio.sleep(1.6)
+    assert await _loaded(harness) == []
+
+
+async def test_keep_alive_zero_with_a_prompt_unloads_after_the_request(harness: Harness) -> None:
+    result = await harness.client().generate(model="smollm2", prompt="Hi", options=QUICK, keep_alive="0s")
+    assert result.done
+    await asyncio.sleep(0.2)
+    assert await _loaded(harness) == []
+
+
+async def test_negative_keep_alive_means_forever(harness: Harness) -> None:
+    await harness.client().generate(model="smollm2", prompt="", keep_alive=-1)
+    (entry,) = (await harness.client().ps()).models
+    assert entry.expires_at.year > 2200
+
+
+async def test_a_request_without_keep_alive_keeps_the_models_duration(harness: Harness) -> None:
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="", keep_alive="1h")
+    await client.generate(model="smollm2", prompt="Hi", options=QUICK)
+    (entry,) = (await client.ps()).models
+    assert entry.expires_at.timestamp() - time.time() > 3000
+
+
+async def test_max_loaded_models_evicts_the_idle_shortest_keep_alive(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(RunnerConfig(max_loaded_models=2), _models(tmp_path, "a", "b", "c"))
+    client = harness.client()
+    await client.generate(model="a", prompt="", keep_alive="10m")
+    await client.generate(model="b", prompt="", keep_alive="1m")
+    assert sorted(await _loaded(harness)) == ["a:latest", "b:latest"]
+    await client.generate(model="c", prompt="", keep_alive="5m")
+    assert sorted(await _loaded(harness)) == ["a:latest", "c:latest"]
+    assert harness.runner.loaded_paths() == {tmp_path / "a.gguf", tmp_path / "c.gguf"}
+
+
+async def test_busy_model_is_evicted_once_its_request_ends(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(RunnerConfig(max_loaded_models=1), _models(tmp_path, "a", "b"))
+    client = harness.client()
+    stream_a = await client.generate(
+        model="a", prompt="Write a poem.", options={"temperature": 0, "num_predict": 30}, stream=True
+    )
+    first = await anext(stream_a)  # "a" is loaded and generating
+    b = asyncio.create_task(client.generate(model="b", prompt="Hi", options=QUICK))
+    rest = [chunk async for chunk in stream_a]
+    assert not first.done and rest[-1].eval_count == 30
+    assert (await b).done
+    assert await _loaded(harness) == ["b:latest"]
+
+
+async def test_queue_full_is_503_with_ollamas_message(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(RunnerConfig(max_queue=1), _models(tmp_path, "a", "b"))
+    async with aiohttp.ClientSession() as session:
+
+        async def generate(model: str) -> tuple[int, dict]:
+            body = {"model": model, "prompt": "Hi", "stream": False, "options": QUICK}
+            async with session.post(harness.url + "/api/generate", json=body) as response:
+                return response.status, await response.json()
+
+        results = await asyncio.gather(generate("a"), generate("b"))
+    assert sorted(status for status, _ in results) == [200, 503]
+    assert {"error": QUEUE_FULL_MESSAGE} in [body for _, body in results]
+
+
+async def test_parallel_requests_share_one_batched_decode(start_runner: StartRunner) -> None:
+    harness = await start_runner(RunnerConfig(num_parallel=2))
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="")
+    order: list[str] = []
+
+    async def chat(tag: str, question: str) -> str:
+        stream = await client.chat(
+            model="smollm2",
+            messages=[{"role": "user", "content": question}],
+            options={"temperature": 0, "num_predict": 20},
+            stream=True,
+        )
+        text = []
+        async for chunk in stream:
+            order.append(tag)
+            text.append(chunk.message.content)
+        return "".join(text)
+
+    (model,) = harness.runner.scheduler.loaded()
+    steps_before = model.engine.steps
+    a, b = await asyncio.gather(chat("a", "Describe the sea."), chat("b", "Describe a forest."))
+    assert a and b
+    first_b, last_a = order.index("b"), len(order) - 1 - order[::-1].index("a")
+    assert first_b < last_a, f"not interleaved: {''.join(order)}"
+    # 40 generated tokens in ~20 steps (plus prompt steps): the two sequences decode together
+    assert model.engine.steps - steps_before < 32
+
+
+async def test_cancelled_request_frees_its_slot(harness: Harness) -> None:
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="")
+    (model,) = harness.runner.scheduler.loaded()
+    body = {"model": "smollm2", "prompt": "Count to one thousand.", "options": {"temperature": 0, "num_predict": 2000}}
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(harness.url + "/api/generate", json=body)
+        for _ in range(3):
+            assert json.loads(await response.content.readline())["done"] is False
+        response.close()
+    started = time.perf_counter()
+    result = await client.generate(model="smollm2", prompt="Hi", options=QUICK)
+    assert result.done and time.perf_counter() - started < 10
+    assert not model.engine.busy
+    assert harness.runner.stats.queue_depth == 0
+
+
+async def test_changed_runner_options_reload_the_model(harness: Harness) -> None:
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="Hi", options=QUICK)
+    await client.generate(model="smollm2", prompt="Hi", options={**QUICK, "num_ctx": 512})
+    (entry,) = (await client.ps()).models
+    assert entry.context_length == 512
+    (model,) = harness.runner.scheduler.loaded()
+    await client.generate(model="smollm2", prompt="Hi", options={**QUICK, "num_ctx": 512, "temperature": 0.5})
+    assert harness.runner.scheduler.loaded() == [model]  # sampling options do not reload
+
+
+async def test_unload_by_name_and_stats(harness: Harness) -> None:
+    await harness.client().generate(model="smollm2", prompt="Hi", options=QUICK)
+    stats = harness.runner.stats
+    assert stats.tokens_generated >= 2 and stats.prompt_tokens > 0
+    assert harness.runner.loaded_names() == {"smollm2:latest"}
+    assert await harness.runner.unload("smollm2:latest") is True
+    assert await harness.runner.unload("smollm2:latest") is False
+    assert harness.runner.loaded_names() == set()
+
+
+async def test_unknown_model_does_not_disturb_loaded_ones(harness: Harness) -> None:
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="")
+    with pytest.raises(ollama.ResponseError) as exc:
+        await client.generate(model="missing", prompt="Hi")
+    assert exc.value.status_code == 404
+    assert await _loaded(harness) == ["smollm2:latest"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
 from aiohttp.test_utils import TestClient
+
+from registry.services import SERVICES
 
 GOOD = "sha256:" + "0" * 64
 JSON_ROUTES = [("POST", "/api/show"), ("DELETE", "/api/delete"), ("POST", "/api/copy"), ("POST", "/api/create")]
@@ -101,3 +104,21 @@ async def test_ping_and_version(client: TestClient) -> None:
     assert (await client.get("/")).status == 200
     assert "version" in await (await client.get("/api/version")).json()
     assert (await client.get("/api/tags")).status == 200
+
+
+async def test_client_disconnect_mid_upload_leaves_nothing(client: TestClient) -> None:
+    """A real socket announcing 1 MB, sending 100 kB, then vanishing: no blob, no temp file."""
+    store = client.server.app[SERVICES].store
+    _reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        f"POST /api/blobs/{GOOD} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".encode() + b"a" * 100_000
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if not any(store.root.iterdir()):
+            break
+    assert list(store.root.iterdir()) == []
+    assert (await client.head(f"/api/blobs/{GOOD}")).status == 404

@@ -1,53 +1,15 @@
-"""Parsing of the human-friendly values settings and requests accept: Go durations and byte sizes.
+"""Parsing of the human-friendly values settings accept: durations and byte sizes.
 
-Ollama reads `keep_alive` and `OLLAMA_KEEP_ALIVE` with Go's `time.ParseDuration`, so durations here
-follow the same grammar ("1h30m", "250ms", "-1m", "0"); byte sizes accept decimal and binary units
-because operators write quotas as "200GB" or "1.5TiB".
+Durations use Go's grammar ("1h30m", "250ms", "-1m", "0") through the runner's parser, the one
+`keep_alive` in requests goes through, so a setting and a request accept exactly the same text;
+byte sizes accept decimal and binary units because operators write quotas as "200GB" or "1.5TiB".
 """
 
 from __future__ import annotations
 
-import math
 import re
 
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float:
-    """Return seconds for a Go duration string; raise ValueError like Go's ParseDuration would.
-
-    A bare number is rejected (Go requires a unit), except "0".
-    """
-    s = text.strip()
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    sign = 1.0
-    if s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if not m:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos == 0:
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
+from runner.options import parse_go_duration
 
 
 def parse_duration_setting(text: str) -> float:
@@ -57,30 +19,6 @@ def parse_duration_setting(text: str) -> float:
         return float(int(s))
     except ValueError:
         return parse_go_duration(s)
-
-
-def format_go_duration(seconds: float) -> str:
-    """Format seconds the way Go's Duration.String() does ("5m0s", "1h0m0s", "300ms")."""
-    if math.isinf(seconds):
-        return "2562047h47m16.854775807s"
-    if seconds == 0:
-        return "0s"
-    neg = seconds < 0
-    s = abs(seconds)
-    if s < 1:
-        ms = s * 1000
-        out = f"{ms:g}ms" if ms >= 1 else f"{s * 1e6:g}µs"
-    else:
-        hours, rem = divmod(s, 3600)
-        minutes, secs = divmod(rem, 60)
-        secs_text = f"{secs:.9f}".rstrip("0").rstrip(".")
-        out = ""
-        if hours:
-            out += f"{int(hours)}h"
-        if hours or minutes:
-            out += f"{int(minutes)}m"
-        out += f"{secs_text}s"
-    return ("-" if neg else "") + out
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)\s*$", re.IGNORECASE)

@@ -204,7 +204,7 @@ async def token_handler(request: web.Request) -> web.Response:
 def _needs_admin(request: web.Request) -> bool:
     path = request.path
     if path.startswith("/api/corral/"):
-        return True
+        return not (path == "/api/corral/status" and request.method == "GET")  # a read, as open as /corral
     return path.startswith("/api/") and request.method in WRITE_METHODS and path not in OPEN_API_WRITES
 
 

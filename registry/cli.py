@@ -184,7 +184,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from registry import cli_airgap, cli_mirror, cli_runner  # commands live beside the code they drive
+    from registry import cli_airgap, cli_cache, cli_mirror, cli_runner  # commands live beside the code they drive
 
     parser = argparse.ArgumentParser(prog="corral", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_runner.add_parsers(add)
     cli_airgap.add_parsers(add)
     cli_mirror.add_parsers(add)
+    cli_cache.add_parsers(add)
     return parser
 
 

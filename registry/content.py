@@ -15,6 +15,7 @@ from aiohttp import web
 from registry.catalog import Catalog
 from registry.errors import OciError
 from registry.names import Digest, ModelName
+from registry.serving import TrackedFileResponse
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def file_response(path, request: web.Request) -> web.FileResponse:
     ollama's legacy client resolves a "direct URL" from the blob GET's `Location` header and
     fails without one; pointing it at the same path makes it fetch the ranges from us.
     """
-    response = web.FileResponse(path, chunk_size=1024 * 1024)
+    response = TrackedFileResponse(path, request, chunk_size=1024 * 1024)  # leased until sent: never pruned
     response.headers["Content-Type"] = "application/octet-stream"
     response.headers["Accept-Ranges"] = "bytes"
     if "Range" not in request.headers:

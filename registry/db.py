@@ -49,6 +49,7 @@ class Blob(Base):
     state: Mapped[str] = mapped_column(String(16), default=BLOB_VERIFIED)
     created_at: Mapped[float] = mapped_column(Float)
     last_access: Mapped[float] = mapped_column(Float)
+    checked_at: Mapped[float | None] = mapped_column(Float)  # last scrub re-hash; None = never
 
 
 class Manifest(Base):

@@ -9,10 +9,13 @@ any other range simply waits for the segment that covers it (no extra upstream r
 
 Progress (bytes done per segment) is saved in the `fills` table once a second, after the partial
 file is fdatasync'ed, so after kill -9 the next request resumes every segment where it stopped.
-The blob becomes `verified` only after the whole file hashes to its digest; then it is renamed
-to its final name and recorded in the catalogue. A mismatch moves the partial file to
-`quarantine/`, fails every waiting reader and forgets the progress, so the next request fetches
-from scratch. The fill runs in its own task: a client that disconnects does not stop it.
+(A table rather than ollama's `-partial-N` sidecar files: one transaction per checkpoint, and
+prune and status can list fills with a query.) While bytes arrive, a hasher follows the
+contiguous prefix in order, so little is left to hash when the last byte lands. The blob becomes
+`verified` only once the whole file hashes to its digest; then it is renamed to its final name
+and recorded in the catalogue. A mismatch moves the partial file to `quarantine/`, fails every
+waiting reader and forgets the progress, so the next request fetches from scratch. The fill runs
+in its own task: a client that disconnects does not stop it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ SEGMENTS = 16  # ollama's numDownloadParts: also the number of segments fetched 
 MIN_SEGMENT = 100_000_000  # ollama's minDownloadPartSize (decimal MB)
 MAX_SEGMENT = 1_000_000_000  # ollama's maxDownloadPartSize
 FLUSH_INTERVAL = 1.0  # seconds between progress checkpoints
-HASH_CHUNK = 8 * 1024 * 1024
+HASH_CHUNK = 1024 * 1024  # one reused buffer per hashing call: no allocation per chunk
 
 
 class FillError(Exception):
@@ -148,10 +151,6 @@ class Fill:
         if self.error is not None:
             raise self.error
 
-    async def wait_change(self) -> None:
-        """Sleep until the fill's state changes (bytes arrived, finished)."""
-        await self._changed.wait()
-
     def notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -182,6 +181,7 @@ class Fills:
         self.flush_interval = flush_interval
         self._active: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.verification_failures = 0  # fills whose bytes did not hash to their digest (/metrics)
 
     def get(self, digest: Digest) -> Fill | None:
         return self._active.get(digest)
@@ -273,11 +273,12 @@ class Fills:
                 fill.flowing = True
                 fill.notify()
             checkpoints = asyncio.create_task(self._checkpoint_loop(fill, fd))
+            slots = asyncio.Semaphore(SEGMENTS)  # > 16 segments (blobs over 16 GB): the rest queue in order
             try:
                 async with asyncio.TaskGroup() as group:
                     for seg in fill.segments:
                         if not seg.complete:
-                            group.create_task(self._fill_segment(fill, seg, fd))
+                            group.create_task(self._fill_segment(fill, seg, fd, slots))
             except BaseExceptionGroup as group_error:
                 raise _first(group_error) from None
             finally:
@@ -288,13 +289,14 @@ class Fills:
         finally:
             await asyncio.to_thread(os.close, fd)
 
-    async def _fill_segment(self, fill: Fill, seg: Segment, fd: int) -> None:
+    async def _fill_segment(self, fill: Fill, seg: Segment, fd: int, slots: asyncio.Semaphore) -> None:
         async def sink(chunks: list[bytes]) -> None:
             seg.done += await asyncio.to_thread(_pwrite_all, fd, chunks, seg.offset + seg.done)
             fill.dirty = fill.flowing = True
             fill.notify()
 
-        await self.upstream.fetch_range(fill.source, seg.offset + seg.done, seg.end, sink)
+        async with slots:
+            await self.upstream.fetch_range(fill.source, seg.offset + seg.done, seg.end, sink)
 
     async def _checkpoint_loop(self, fill: Fill, fd: int) -> None:
         while True:
@@ -316,6 +318,7 @@ class Fills:
     async def _verify_and_publish(self, fill: Fill, actual: Digest) -> None:
         if actual != fill.digest:
             kept = await asyncio.to_thread(self._quarantine, fill)
+            self.verification_failures += 1
             await self._forget_progress(fill.digest)
             log.error("fill of %s failed verification (got %s); quarantined as %s", fill.digest, actual, kept.name)
             raise DigestMismatch(
@@ -366,11 +369,12 @@ async def _hash_in_order(fill: Fill) -> Digest:
 
 def _hash_range(path: Path, h: hashlib._Hash, start: int, end: int) -> None:
     """Its own file handle: a cancelled hasher's thread may still be running after the fill ends."""
-    with open(path, "rb") as f:
+    buffer = memoryview(bytearray(HASH_CHUNK))
+    with open(path, "rb", buffering=0) as f:
         f.seek(start)
-        while start < end and (chunk := f.read(min(HASH_CHUNK, end - start))):
-            h.update(chunk)
-            start += len(chunk)
+        while start < end and (n := f.readinto(buffer[: min(HASH_CHUNK, end - start)])):
+            h.update(buffer[:n])
+            start += n
 
 
 def _encode(segments: list[Segment]) -> str:

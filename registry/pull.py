@@ -64,28 +64,32 @@ async def pull_events(services: Services, name: ModelName, endpoint: Endpoint) -
     except UpstreamError as exc:
         raise manifest_error(name, exc) from None
     layers = cached.parsed.all_layers
-    fills: dict[Digest, Fill] = {}
-    for layer in layers:
-        if layer.digest not in fills and await services.catalog.servable_size(layer.digest) is None:
-            if services.settings.offline:
-                raise ApiError(503, f"blob {layer.digest} of {name.display_shortest()} is not cached, "
-                                    f"and {Offline()}")
-            source = BlobSource(endpoint, name.repository, layer.digest, user_agent)
-            fills[layer.digest] = services.fills.start(source, layer.size, layer.media_type)
-    for layer in layers:
-        fill = fills.get(layer.digest)
-        if fill is None:
-            yield _progress(layer, layer.size)
-            continue
-        async for event in _follow(fill, layer):
-            yield event
-    yield {"status": "verifying sha256 digest"}
-    yield {"status": "writing manifest"}
-    await services.manifests.tag(name, cached)
-    if cached.previous is not None and not services.settings.noprune:
-        yield {"status": "removing unused layers"}
-        await services.catalog.collect_garbage(protected=services.fills.active_digests())
-    yield {"status": "success"}
+    # leased until tagged: a prune must not collect a layer this pull found present but has not referenced yet
+    with services.leases.hold(*(layer.digest for layer in layers)):
+        fills: dict[Digest, Fill] = {}
+        for layer in layers:
+            if layer.digest not in fills and await services.catalog.servable_size(layer.digest) is None:
+                if services.settings.offline:
+                    raise ApiError(503, f"blob {layer.digest} of {name.display_shortest()} is not cached, "
+                                        f"and {Offline()}")
+                source = BlobSource(endpoint, name.repository, layer.digest, user_agent)
+                fills[layer.digest] = services.fills.start(source, layer.size, layer.media_type)
+        for layer in layers:
+            fill = fills.get(layer.digest)
+            if fill is None:
+                yield _progress(layer, layer.size)
+                continue
+            async for event in _follow(fill, layer):
+                yield event
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        await services.manifests.tag(name, cached)
+        await services.catalog.touch(name)  # a pull is a use: least-recently-used eviction goes by it
+        if cached.previous is not None and not services.settings.noprune:
+            yield {"status": "removing unused layers"}
+            await services.catalog.collect_garbage(
+                protected=[*services.fills.active_digests(), *services.leases.held()])
+        yield {"status": "success"}
 
 
 async def _follow(fill: Fill, layer: Layer) -> AsyncIterator[dict[str, Any]]:

@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from registry import airgap, api, cors, oci, openai_bridge, pull
+from registry import airgap, api, cache_api, cors, oci, openai_bridge, pull
 from registry.catalog import Catalog
 from registry.config import Settings
 from registry.content import LocalContent
@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     airgap.setup(app, settings)
+    cache_api.setup(app, settings, runner)
     return app
 
 

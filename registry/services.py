@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from registry.catalog import Catalog
 from registry.config import Settings
 from registry.fills import Fills
+from registry.leases import Leases
 from registry.manifest_cache import ManifestCache
 from registry.model_contents import ModelReader
 from registry.store import BlobStore
@@ -32,6 +33,7 @@ class Services:
     upstream: Upstream  # the only way out to upstream registries (host policy, offline)
     manifests: ManifestCache
     fills: Fills
+    leases: Leases = field(default_factory=Leases)  # blobs being read right now: never pruned
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

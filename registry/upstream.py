@@ -69,7 +69,6 @@ class HostNotAllowed(UpstreamError):
         super().__init__(
             f"registry host {host!r} is not allowed: corral only contacts its upstream and CORRAL_ALLOWED_HOSTS"
         )
-        self.host = host
 
 
 class Offline(UpstreamError):
@@ -82,20 +81,17 @@ class Unavailable(UpstreamError):
 
     def __init__(self, base: str, reason: str) -> None:
         super().__init__(f"upstream registry {base} is unavailable: {reason}")
-        self.base = base
-        self.reason = reason
 
 
 class Refused(UpstreamError):
     """A definitive 4xx answer (404, the 412 version gate, 403…), kept verbatim for pass-through."""
 
-    def __init__(self, status: int, body: bytes, content_type: str, url: str) -> None:
+    def __init__(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
         text = body.decode("utf-8", "replace").strip()
         super().__init__(f"{status}: {text}" if text else str(status))
         self.status = status
         self.body = body
         self.content_type = content_type
-        self.url = url
 
 
 class _Transient(Exception):
@@ -151,8 +147,10 @@ class RateLimit:
         self.rate = rate
         self.burst = burst
         self._clock = 0.0
+        self.taken = 0  # every blob byte from upstream passes here: /metrics reports it
 
     async def take(self, n: int) -> None:
+        self.taken += n
         if self.rate <= 0:
             return
         now = time.monotonic()
@@ -188,7 +186,7 @@ class Upstream:
             timeout=aiohttp.ClientTimeout(total=None, connect=self.policy.connect),
             connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
             trust_env=True,  # HTTPS_PROXY/NO_PROXY, as ollama's Go transport honours them
-            read_bufsize=1 << 20,
+            read_bufsize=256 * 1024,  # per-connection buffer: 16 segments × 8 fills must stay small
         )
 
     async def close(self) -> None:
@@ -236,7 +234,7 @@ class Upstream:
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     raise _Transient(_describe(exc)) from exc
                 if len(body) > MAX_MANIFEST_BYTES:
-                    raise Refused(502, b"manifest too large", "text/plain", url)
+                    raise Unavailable(endpoint.base, f"{url}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
                 return body
 
         return await self._retrying(endpoint, once, attempts or self.policy.request_attempts)
@@ -412,7 +410,7 @@ class Upstream:
             async with asyncio.timeout(self.policy.request):
                 return await fetch_token(self._session, challenge, endpoint.host, self.key)
         except TokenError as exc:
-            raise Refused(401, str(exc).encode(), "text/plain", challenge.realm) from None
+            raise Refused(401, str(exc).encode()) from None
         except TimeoutError as exc:
             raise _Transient(f"token request: no response within {self.policy.request:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -445,7 +443,7 @@ class Upstream:
             body = b""
         if resp.status >= 500 or resp.status in (408, 429):
             raise _Transient(f"{resp.status}: {body.decode('utf-8', 'replace').strip()[:200]}")
-        raise Refused(resp.status, body, resp.headers.get("Content-Type", "text/plain"), str(resp.url))
+        raise Refused(resp.status, body, resp.headers.get("Content-Type", "text/plain"))
 
 
 async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:

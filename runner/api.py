@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from runner.errors import RequestError
 from runner.scheduler import RunnerConfig, Scheduler
 from runner.service import RunnerService, RunnerStats, collect_chat, collect_generate, is_single_response
 from runner.spec import SpecResolver
+
+log = logging.getLogger(__name__)
 
 _DISCONNECT_POLL = 0.1  # seconds between transport checks while a request runs
 
@@ -92,7 +95,7 @@ class Runner:
             body = await _body(request)
         except RequestError as exc:
             return _error(exc)
-        async with contextlib.aclosing(produce(body)) as chunks:
+        async with contextlib.aclosing(_guarded(produce(body))) as chunks:
             try:
                 first = await anext(chunks)
             except RequestError as exc:
@@ -135,6 +138,25 @@ async def _answer(request: web.Request, handle: Callable[[Any], Awaitable[dict[s
         return _json(await handle(await _body(request)))
     except RequestError as exc:
         return _error(exc)
+    except Exception as exc:
+        return _error(_unexpected(exc))
+
+
+async def _guarded(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """Pass chunks through, turning an unexpected failure into a RequestError(500) like the rest."""
+    async with contextlib.aclosing(chunks):
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise _unexpected(exc) from exc
+
+
+def _unexpected(exc: Exception) -> RequestError:
+    log.exception("request failed")
+    return RequestError(500, str(exc) or type(exc).__name__)
 
 
 async def _watched(request: web.Request, handle: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:

@@ -65,7 +65,7 @@ async def test_eight_clients_one_upstream_transfer(mirror: TestClient, fake_regi
 async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
                                                           fake_registry: FakeOllamaRegistry) -> None:
     weights = setup_model(fake_registry)
-    fake_registry.cdn_rate = 400_000
+    fake_registry.cdn_rate = 100_000  # each 64 KiB segment takes ~0.6 s
     assert (await mirror.get("/v2/library/m/manifests/latest", headers={"User-Agent": OLLAMA_UA})).status == 200
     path = f"/v2/library/m/blobs/{sha(weights)}"
     full = asyncio.create_task(mirror.get(path))
@@ -73,11 +73,13 @@ async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
     await wait_until(lambda: (fill := fills.get(Digest.parse(sha(weights)))) is not None and fill.completed > 0)
     head = await mirror.head(path)
     assert head.status == 200 and int(head.headers["Content-Length"]) == SIZE
-    tail = await mirror.get(path, headers={"Range": f"bytes={SIZE - 1000}-"})
-    assert tail.status == 206
-    assert tail.headers["Content-Range"] == f"bytes {SIZE - 1000}-{SIZE - 1}/{SIZE}"
-    assert await tail.read() == weights[-1000:]
-    assert not fills.get(Digest.parse(sha(weights))).verified
+    ahead = (5 * SMALL_SEGMENT + 1000, 5 * SMALL_SEGMENT + 1999)  # far ahead of the first segment
+    part = await mirror.get(path, headers={"Range": f"bytes={ahead[0]}-{ahead[1]}"})
+    assert part.status == 206
+    assert part.headers["Content-Range"] == f"bytes {ahead[0]}-{ahead[1]}/{SIZE}"
+    assert await part.read() == weights[ahead[0]:ahead[1] + 1]
+    fill = fills.get(Digest.parse(sha(weights)))
+    assert fill is not None and not fill.verified  # all of that while the fill is still running
     response = await full
     assert response.status == 200 and response.headers["Location"] == path
     assert await response.read() == weights
@@ -144,7 +146,7 @@ async def test_waiting_readers_get_a_clear_error_on_mismatch(mirror: TestClient,
 async def test_progress_is_saved_and_resumed(mirror: TestClient, fake_registry: FakeOllamaRegistry,
                                              tmp_path: Path) -> None:
     weights = setup_model(fake_registry)
-    fake_registry.cdn_rate = 200_000
+    fake_registry.cdn_rate = 100_000
     services = services_of(mirror)
     digest = Digest.parse(sha(weights))
     src = BlobSource(services.upstream.default, "library/m", digest, default_user_agent())

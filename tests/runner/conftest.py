@@ -43,7 +43,8 @@ def smollm2_spec(name: str = "smollm2:latest", path: Path | None = None, **chang
         model_path=path,
         size=path.stat().st_size,
         template=CHATML_TEMPLATE,
-        params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": SMALL_CTX},
+        # Greedy by default: tests that read the answer (the CLI's) must not depend on sampling luck.
+        params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": SMALL_CTX, "temperature": 0},
         config={"model_family": "llama", "model_format": "gguf", "model_type": "135M", "file_type": "Q4_1"},
         gguf=smollm2_metadata(),
     )

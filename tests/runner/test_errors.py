@@ -133,3 +133,13 @@ async def test_unloadable_architecture_is_a_clear_error(start_runner: StartRunne
     assert "mystery" in payload["error"] and "unknown model architecture" in payload["error"]
     result = await harness.client().generate(model="smollm2", prompt="Hi", options={"num_predict": 2})
     assert result.done
+
+
+async def test_unexpected_failures_are_json_500s(harness: Harness) -> None:
+    async def broken(name: str) -> ModelSpec:
+        raise RuntimeError("catalogue offline")
+
+    harness.runner.service._resolve = broken
+    for path, body in (("/api/generate", {"model": "smollm2", "prompt": "x"}), ("/api/embed", {"model": "smollm2"})):
+        status, payload = await _post(harness, path, body)
+        assert (status, payload) == (500, {"error": "catalogue offline"})

@@ -1,10 +1,13 @@
-"""Offload and footprint estimates from GGUF header values (no GPU needed to check the arithmetic)."""
+"""Load sizing without loading: offload and footprint estimates from GGUF header values, and the
+engine settings a request resolves to (no GPU needed to check the arithmetic)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from runner.memory import footprint, kv_cache_bytes, layer_count, offload_layers
+from runner.options import build_options
+from runner.scheduler import RunnerConfig, Scheduler
 from runner.spec import ModelSpec
 
 GGUF = {
@@ -35,3 +38,21 @@ def test_footprint_splits_by_offloaded_layers() -> None:
     total, on_gpu = footprint(SPEC, 2048, 0)
     assert total == SPEC.size + kv_cache_bytes(SPEC, 2048) and on_gpu == 0
     assert footprint(SPEC, 2048, 31) == (total, total)
+
+
+def test_engine_settings_follow_the_config_and_options() -> None:
+    spec = ModelSpec(
+        name="m:latest",
+        digest="d",
+        model_path=Path("/nonexistent"),
+        size=93_000_000,
+        gguf={**GGUF, "llama.context_length": 8192},
+    )
+    config = RunnerConfig(context_length=2048, num_parallel=3, flash_attention=False, llm_library="cpu")
+    scheduler = Scheduler(config)
+    settings = scheduler.engine_settings(spec, build_options(config.context_length).runner, embedding_only=False)
+    assert (settings.num_ctx, settings.num_parallel, settings.flash_attention) == (2048, 3, False)
+    assert settings.gpu_layers == 0  # OLLAMA_LLM_LIBRARY=cpu
+    huge = build_options(0, {"num_ctx": 1_000_000, "num_thread": 3, "num_batch": 64}).runner
+    clamped = scheduler.engine_settings(spec, huge, embedding_only=True)
+    assert (clamped.num_ctx, clamped.num_parallel, clamped.num_threads, clamped.num_batch) == (8192, 1, 3, 64)

@@ -1,0 +1,173 @@
+"""Quota pruning through a real mirror: LRU eviction of whole models, pins, blobs in use, GC."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import socket
+from pathlib import Path
+
+from registry.leases import Leases, inode_of
+from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
+from registry.names import Digest, ModelName
+from registry.prune import KeepList
+from tests.support.cache import (
+    api_pull,
+    assert_consistent,
+    blob_files,
+    cache_mirror,
+    lifecycle_of,
+    tags,
+    wait_for,
+)
+from tests.support.fake_ollama_registry import FakeOllamaRegistry
+
+MB = 1_000_000
+READ_CHUNK = 64 * 1024
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def add_model(registry: FakeOllamaRegistry, name: str, size: int) -> bytes:
+    """A model whose weights are `size` random bytes; template, params and config are shared by all."""
+    weights = random.Random(name).randbytes(size)
+    registry.add_model(f"library/{name}", "latest",
+                       [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, b"{{ .Prompt }}"), (MEDIA_PARAMS, b"{}")])
+    return weights
+
+
+def key(name: str) -> str:
+    return ModelName.parse(name).key
+
+
+class StalledReader:
+    """A client that has begun a blob download and then stops reading, so the server's send is
+    still in progress. A small receive buffer (no autotuning) keeps what the kernel can absorb
+    far below the blob's size."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def start(cls, client, name: str, weights: bytes) -> StalledReader:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /v2/library/{name}/blobs/{sha(weights)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert await reader.readexactly(READ_CHUNK) == weights[:READ_CHUNK]
+        return cls(reader, writer)
+
+    async def finish(self) -> bytes:
+        """Read the rest of the body (the server closes the connection after it)."""
+        rest = await self.reader.read()
+        self.writer.close()
+        return rest
+
+
+async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+) -> None:
+    sizes = {"m1": 3 * MB, "m2": 12 * MB, **{f"m{i}": 4 * MB for i in range(3, 9)}}
+    weights = {name: add_model(fake_registry, name, size) for name, size in sizes.items()}
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, CORRAL_MAX_CACHE="40MB",
+                                CORRAL_CACHE_HIGH_WATERMARK="0.9", CORRAL_CACHE_LOW_WATERMARK="0.6")
+    lifecycle = lifecycle_of(mirror)
+    await api_pull(mirror, "m1")
+    assert (await mirror.post("/api/corral/pin", json={"model": "m1"})).status == 200
+    await api_pull(mirror, "m2")
+    reader = await StalledReader.start(mirror, "m2", weights["m2"])  # m2 is in use from here on
+    assert Digest.parse(sha(weights["m2"])) in lifecycle.services.leases.held()
+    for i in range(3, 9):
+        await api_pull(mirror, f"m{i}")  # m8 takes the store past 36 MB, the high watermark
+
+    async def pruned() -> bool:
+        return lifecycle.pruner.last_run is not None and lifecycle.pruner.last_run["evicted"] > 0
+
+    await wait_for(pruned)
+    assert tags(tmp_path) == {key(n) for n in ("m1", "m2", "m7", "m8")}  # m3..m6 were least recently used
+    usage = await lifecycle.pruner.measure()
+    assert usage.total <= 0.6 * 40 * MB
+    assert_consistent(tmp_path)
+    files = blob_files(tmp_path)
+    for name in ("m3", "m4", "m5", "m6"):
+        assert sha(weights[name]) not in files
+    assert sha(b"{{ .Prompt }}") in files  # shared by the models that stay
+
+    rest = await reader.finish()  # the stalled client finishes with the right bytes
+    assert weights["m2"][:READ_CHUNK] + rest == weights["m2"]
+    status = await (await mirror.get("/api/corral/status")).json()
+    assert status["prune"]["evicted"] == 4
+    assert {m["name"]: m["pinned"] for m in status["models"]}["m1:latest"] is True
+
+
+async def test_reader_keeps_its_model_until_done_then_it_goes(
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+) -> None:
+    big = add_model(fake_registry, "big", 12 * MB)
+    add_model(fake_registry, "small", 1 * MB)
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+                                CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
+                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+    lifecycle = lifecycle_of(mirror)
+    await api_pull(mirror, "big")
+    reader = await StalledReader.start(mirror, "big", big)
+    await api_pull(mirror, "small")  # 13 MB: over the high watermark; "big" is least recently used
+
+    events = [e async for e in lifecycle.pruner.run(dry_run=True)]
+    assert [e["model"] for e in events if e["status"] == "evict"] == ["small:latest"]
+    kept = {e["model"]: e["reason"] for e in events if e["status"] == "keep"}
+    assert kept["big:latest"].startswith("in use:") and "being read" in kept["big:latest"]
+
+    resp = await mirror.post("/api/corral/prune", json={})
+    events = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert [e["model"] for e in events if e["status"] == "evict"] == ["small:latest"]
+    assert events[-1]["status"] == "success" and events[-1]["evicted"] == 1
+    assert tags(tmp_path) == {key("big")}
+    assert await reader.finish() == big[READ_CHUNK:]  # correct bytes to the end
+    assert sha(big) in blob_files(tmp_path)
+
+    await api_pull(mirror, "small")
+    summary = [e async for e in lifecycle.pruner.run()][-1]
+    assert summary["evicted"] == 1
+    assert tags(tmp_path) == {key("small")}  # now that nobody reads it, the older model goes
+    assert_consistent(tmp_path)
+
+
+def test_retire_waits_for_the_last_reader_and_spares_a_newer_copy(tmp_path: Path) -> None:
+    leases = Leases()
+    digest = Digest("ab" * 32)
+    path = tmp_path / digest.filename
+    path.write_bytes(b"old")
+    lease = leases.acquire(digest)
+    assert leases.retire(digest, path, inode_of(path)) is None  # a reader: deferred
+    assert path.read_bytes() == b"old"
+    lease.release()
+    assert not path.exists()  # gone with the last release
+
+    path.write_bytes(b"old")
+    lease = leases.acquire(digest)
+    leases.retire(digest, path, inode_of(path))
+    newer = tmp_path / "newer"
+    newer.write_bytes(b"new")
+    newer.replace(path)  # a fill published a fresh copy meanwhile
+    lease.release()
+    assert path.read_bytes() == b"new"
+
+
+def test_keep_list_names_and_globs() -> None:
+    keep = KeepList(["gemma3", "llama3.2:*", "*/myteam/*"])
+    assert keep.match(ModelName.parse("gemma3:latest")) == "gemma3"
+    assert keep.match(ModelName.parse("registry.ollama.ai/library/gemma3")) == "gemma3"
+    assert keep.match(ModelName.parse("gemma3:1b")) is None
+    assert keep.match(ModelName.parse("llama3.2:3b")) == "llama3.2:*"
+    assert keep.match(ModelName.parse("example.com/myteam/x:1")) == "*/myteam/*"
+    assert keep.match(ModelName.parse("qwen3")) is None

@@ -1,0 +1,81 @@
+"""Helpers for cache-lifecycle tests: a mirror with a fast background pruner, pulls, and the check
+that the catalogue and the blobs directory agree."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+
+from registry.lifecycle import LIFECYCLE, Lifecycle
+from registry.server import create_app
+from tests.support.mirror import mirror_settings, services_of, tune
+
+BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
+
+
+async def cache_mirror(aiohttp_client: Callable[..., Awaitable[TestClient]], root: Path, upstream: str,
+                       *, background_prune: bool = True, **env: str) -> TestClient:
+    """An in-process mirror of `upstream` whose pruner looks at fills every 20 ms (or, without
+    `background_prune`, only once at startup: the test runs the prunes it wants itself)."""
+    app = create_app(mirror_settings(root, upstream, **env))
+    app[LIFECYCLE].prune_poll = 0.02 if background_prune else 3600
+    app[LIFECYCLE].prune_interval = 0.2 if background_prune else 3600
+    client = await aiohttp_client(app)
+    tune(services_of(client))
+    return client
+
+
+def lifecycle_of(client: TestClient) -> Lifecycle:
+    return client.server.app[LIFECYCLE]
+
+
+async def api_pull(client: TestClient, name: str) -> None:
+    resp = await client.post("/api/pull", json={"model": name, "stream": False})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["status"] == "success"
+
+
+def catalogue(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(root / "corral.db")
+
+
+def tags(root: Path) -> set[str]:
+    with catalogue(root) as db:
+        return {row[0] for row in db.execute("select name_key from tags")}
+
+
+def blob_files(root: Path) -> dict[str, int]:
+    return {"sha256:" + p.name[7:]: p.stat().st_size for p in (root / "models" / "blobs").iterdir()
+            if BLOB_NAME.fullmatch(p.name)}
+
+
+def assert_consistent(root: Path) -> None:
+    """Every verified row has its file (same size) and vice versa; every tag's blobs are there;
+    nothing but blobs (no stray partial, temporary or retired files) is left in the directory."""
+    with catalogue(root) as db:
+        rows = dict(db.execute("select digest, size from blobs where state = 'verified'").fetchall())
+        incomplete = db.execute(
+            "select t.name_key, l.blob_digest from tags t join manifest_layers l "
+            "on l.manifest_digest = t.manifest_digest where l.blob_digest not in "
+            "(select digest from blobs where state = 'verified')").fetchall()
+        untagged = db.execute("select count(*) from manifests where digest not in "
+                              "(select manifest_digest from tags)").fetchone()[0]
+    assert rows == blob_files(root)
+    assert not incomplete
+    assert untagged == 0
+    others = [p.name for p in (root / "models" / "blobs").iterdir() if not BLOB_NAME.fullmatch(p.name)]
+    assert not others
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]]) -> None:
+    """Poll a condition that lives outside the event loop (the database file, a background task)."""
+    async with asyncio.timeout(20):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(0.02)

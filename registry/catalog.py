@@ -6,6 +6,7 @@ Reference counts are never stored: a blob is referenced while some tagged manife
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.db import BLOB_QUARANTINED, BLOB_VERIFIED, Blob, Manifest, ManifestLayer, Tag
+from registry.leases import Leases, discard, inode_of
 from registry.manifest import ParsedManifest, parse_manifest
 from registry.names import Digest, ModelName
 from registry.store import BlobStore
@@ -52,9 +54,10 @@ def manifest_digest(raw: bytes) -> Digest:
 
 
 class Catalog:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: BlobStore) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: BlobStore, leases: Leases) -> None:
         self.sessions = sessions
         self.store = store
+        self.leases = leases
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -197,35 +200,59 @@ class Catalog:
         await self.put_manifest(destination, record.raw, upstream=record.upstream, fetched_at=record.fetched_at)
 
     async def delete(self, name: ModelName) -> list[Digest]:
-        """Remove a tag; then delete the blobs no remaining tag references. Returns those blobs."""
+        """Remove a tag, then the blobs of its manifest that nothing references any more."""
         async with self.sessions.begin() as s:
             tag = (await s.execute(select(Tag).where(Tag.name_key == name.key))).scalar_one_or_none()
             if tag is None:
                 raise ModelNotFound(name.display_shortest())
+            manifest = tag.manifest_digest
             await s.delete(tag)
-        return await self.collect_garbage()
+        return await self.collect_garbage([Digest.parse(manifest)])
 
-    async def collect_garbage(self, protected: Sequence[Digest] = ()) -> list[Digest]:
-        """Drop untagged manifests and unreferenced blobs (rows first, then files).
+    async def collect_garbage(self, manifests: Sequence[Digest], protected: Sequence[Digest] = ()) -> list[Digest]:
+        """Drop `manifests` if no tag points at them any more, then their blobs nothing references.
 
-        Deleting the row before the file means a crash in between leaves an orphan file, which the
-        startup reconciliation removes; the opposite order could list a blob that is gone.
+        The sweep is scoped to the manifests a delete or a re-pull just released: a global sweep
+        would race a pull whose manifest is stored but not yet tagged, or a blob uploaded for a
+        create that has not happened yet (the pruner collects true orphans after a grace period).
+        Rows go first, then files: a crash in between leaves an orphan file that the startup
+        reconciliation removes, never a row listing a blob that is gone. Blobs being read are
+        skipped here and their files retired through the leases, so a reader always finishes.
         """
-        keep = {str(d) for d in protected}
+        keep = {str(d) for d in protected} | {str(d) for d in self.leases.held()}
+        released = [str(d) for d in manifests]
+        async with self.sessions() as s:
+            layers = select(ManifestLayer.blob_digest).where(ManifestLayer.manifest_digest.in_(released))
+            # Inodes taken before the rows go: a copy fetched again afterwards is never the one removed.
+            inodes = {d: await asyncio.to_thread(inode_of, self.store.path(Digest.parse(d)))
+                      for d in set((await s.execute(layers)).scalars())}
         async with self.sessions.begin() as s:
-            tagged = select(Tag.manifest_digest)
-            await s.execute(delete(Manifest).where(Manifest.digest.not_in(tagged)))
-            await s.execute(delete(ManifestLayer).where(ManifestLayer.manifest_digest.not_in(
-                select(Manifest.digest))))
-            referenced = select(ManifestLayer.blob_digest)
-            rows = (await s.execute(select(Blob.digest).where(Blob.digest.not_in(referenced)))).scalars().all()
-            doomed = [d for d in rows if d not in keep]
+            untagged = select(Manifest.digest).where(
+                Manifest.digest.in_(released), Manifest.digest.not_in(select(Tag.manifest_digest))
+            )
+            gone = list((await s.execute(untagged)).scalars())
+            if not gone:
+                return []
+            layer_blobs = select(ManifestLayer.blob_digest).where(ManifestLayer.manifest_digest.in_(gone))
+            candidates = set((await s.execute(layer_blobs)).scalars()) - keep
+            await s.execute(delete(ManifestLayer).where(ManifestLayer.manifest_digest.in_(gone)))
+            await s.execute(delete(Manifest).where(Manifest.digest.in_(gone)))
+            still_used = select(ManifestLayer.blob_digest).where(ManifestLayer.blob_digest.in_(candidates))
+            doomed = sorted(candidates - set((await s.execute(still_used)).scalars()))
             if doomed:
                 await s.execute(delete(Blob).where(Blob.digest.in_(doomed)))
         digests = [Digest.parse(d) for d in doomed]
         for d in digests:
-            self.store.delete(d)
+            await self.remove_file(d, inodes.get(str(d)))
         return digests
+
+    async def remove_file(self, digest: Digest, inode: int | None) -> None:
+        """Take the blob file with `inode` out of the store; deferred until its last reader is done."""
+        if inode is None:
+            return
+        aside = self.leases.retire(digest, self.store.path(digest), inode)
+        if aside is not None:
+            await asyncio.to_thread(discard, aside)
 
     async def reference_count(self, digest: Digest) -> int:
         """How many tags reference `digest` through their manifests."""

@@ -47,7 +47,7 @@ class Lifecycle:
     async def start(self, services: Services) -> None:
         self.services = services
         self.reconciled = await reconcile(services.catalog, services.sessions, self.settings.noprune)
-        self.pruner = Pruner(self.settings, services.sessions, services.store, services.fills, services.leases,
+        self.pruner = Pruner(self.settings, services.catalog, services.fills,
                              self.runner.loaded_paths, self.metrics, interval=self.prune_interval,
                              poll=self.prune_poll)
         self.scrubber = Scrubber(services.catalog, services.sessions, services.leases, self.metrics)

@@ -38,13 +38,14 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.catalog import Catalog
 from registry.config import Settings
 from registry.db import BLOB_VERIFIED, Blob, FillProgress, Manifest, ManifestLayer, Tag
 from registry.fills import Fills
-from registry.leases import Leases, discard, inode_of
+from registry.leases import discard, inode_of
 from registry.metrics import CacheMetrics, Usage
 from registry.names import Digest, InvalidNameError, ModelName
-from registry.store import QUARANTINE_DIR, BlobStore
+from registry.store import QUARANTINE_DIR
 from registry.units import format_byte_size
 
 log = logging.getLogger("corral.prune")
@@ -150,10 +151,8 @@ class Pruner:
     def __init__(
         self,
         settings: Settings,
-        sessions: async_sessionmaker[AsyncSession],
-        store: BlobStore,
+        catalog: Catalog,
         fills: Fills,
-        leases: Leases,
         loaded_paths: Callable[[], Iterable[Path]],
         metrics: CacheMetrics,
         *,
@@ -161,10 +160,11 @@ class Pruner:
         poll: float = FILL_POLL,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
-        self.store = store
+        self.catalog = catalog
+        self.sessions = catalog.sessions
+        self.store = catalog.store
         self.fills = fills
-        self.leases = leases
+        self.leases = catalog.leases
         self.loaded_paths = loaded_paths
         self.metrics = metrics
         self.keep = KeepList((*settings.keep, *settings.sync))
@@ -382,12 +382,7 @@ class Pruner:
     async def _remove_files(self, doomed: dict[str, int], inodes: dict[str, int | None]) -> int:
         """After the commit: retire each file (deferred while read), unlink off the event loop."""
         for digest in doomed:
-            inode = inodes.get(digest)
-            if inode is None:
-                continue
-            aside = self.leases.retire(Digest.parse(digest), self.store.path(Digest.parse(digest)), inode)
-            if aside is not None:
-                await asyncio.to_thread(discard, aside)
+            await self.catalog.remove_file(Digest.parse(digest), inodes.get(digest))
         return sum(doomed.values())
 
     # ---- background ------------------------------------------------------------------------

@@ -87,8 +87,7 @@ async def pull_events(services: Services, name: ModelName, endpoint: Endpoint) -
         await services.catalog.touch(name)  # a pull is a use: least-recently-used eviction goes by it
         if cached.previous is not None and not services.settings.noprune:
             yield {"status": "removing unused layers"}
-            await services.catalog.collect_garbage(
-                protected=[*services.fills.active_digests(), *services.leases.held()])
+            await services.catalog.collect_garbage([cached.previous], protected=services.fills.active_digests())
         yield {"status": "success"}
 
 

@@ -22,6 +22,7 @@ from registry.db import make_engine, make_sessionmaker, upgrade_database
 from registry.errors import ApiError, OciError, api_error_response, oci_error_response
 from registry.fills import Fills
 from registry.keys import load_or_create_key
+from registry.leases import Leases
 from registry.manifest_cache import ManifestCache
 from registry.model_contents import ModelReader
 from registry.proxy import ProxyContent
@@ -78,7 +79,8 @@ async def build_services(settings: Settings) -> Services:
     for stray in store.stray_temp_files():
         stray.unlink(missing_ok=True)
         log.info("removed leftover of an interrupted ingest: %s", stray.name)
-    catalog = Catalog(sessions, store)
+    leases = Leases()
+    catalog = Catalog(sessions, store, leases)
     upstream = Upstream(settings, await asyncio.to_thread(load_or_create_key, settings.key_path))
     manifests = ManifestCache(catalog, upstream, settings)
     fills = Fills(store, catalog, sessions, upstream)
@@ -93,6 +95,7 @@ async def build_services(settings: Settings) -> Services:
         upstream=upstream,
         manifests=manifests,
         fills=fills,
+        leases=leases,
     )
 
 

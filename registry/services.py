@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -33,7 +33,7 @@ class Services:
     upstream: Upstream  # the only way out to upstream registries (host policy, offline)
     manifests: ManifestCache
     fills: Fills
-    leases: Leases = field(default_factory=Leases)  # blobs being read right now: never pruned
+    leases: Leases  # blobs being read right now: never pruned, files removed after the last reader
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -13,6 +13,7 @@ import httpx
 
 from registry.catalog import Catalog
 from registry.db import make_engine, make_sessionmaker, upgrade_database
+from registry.leases import Leases
 from registry.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
 from registry.names import ModelName
 from registry.store import BlobStore
@@ -31,7 +32,7 @@ async def seed(root: Path) -> dict[str, bytes]:
     await upgrade_database(url)
     engine = make_engine(url)
     store = BlobStore(root / "models" / "blobs")
-    catalog = Catalog(make_sessionmaker(engine), store)
+    catalog = Catalog(make_sessionmaker(engine), store, Leases())
     rng = random.Random(6)
     weights: dict[str, bytes] = {}
     for i in range(MODELS):

@@ -71,16 +71,17 @@ class Runner:
     # ----------------------------------------------------------------- handlers
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: self._stream(request, self.service.generate, collect_generate))
+        produce = lambda: self._stream(request, self.service.generate, collect_generate)  # noqa: E731
+        return await cancel_on_disconnect(request, produce)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: self._stream(request, self.service.chat, collect_chat))
+        return await cancel_on_disconnect(request, lambda: self._stream(request, self.service.chat, collect_chat))
 
     async def _embed(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: _answer(request, self.service.embed))
+        return await cancel_on_disconnect(request, lambda: _answer(request, self.service.embed))
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: _answer(request, self.service.embeddings))
+        return await cancel_on_disconnect(request, lambda: _answer(request, self.service.embeddings))
 
     async def _ps(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.service.ps())
@@ -159,7 +160,9 @@ def _unexpected(exc: Exception) -> RequestError:
     return RequestError(500, str(exc) or type(exc).__name__)
 
 
-async def _watched(request: web.Request, handle: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def cancel_on_disconnect(
+    request: web.Request, handle: Callable[[], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Run a handler, cancelling it if the client goes away (which frees its sequence slot)."""
     work = asyncio.ensure_future(handle())
     watcher = asyncio.ensure_future(_disconnected(request))

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runner.api import _watched
+from runner.api import cancel_on_disconnect
 from runner.errors import RequestError
 from runner.openai_wire import (
     ChatStream,
@@ -112,7 +112,7 @@ class OpenAIRoutes:
     # ----------------------------------------------------------------- chat
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: self._chat_answer(request))
+        return await cancel_on_disconnect(request, lambda: self._chat_answer(request))
 
     async def _chat_answer(self, request: web.Request) -> web.StreamResponse:
         plan = chat_plan(decode_body(await request.read(), "ChatCompletionRequest"))
@@ -130,7 +130,7 @@ class OpenAIRoutes:
     # ----------------------------------------------------------------- completions
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: self._completion_answer(request))
+        return await cancel_on_disconnect(request, lambda: self._completion_answer(request))
 
     async def _completion_answer(self, request: web.Request) -> web.StreamResponse:
         plan = completion_plan(decode_body(await request.read(), "CompletionRequest"))
@@ -146,7 +146,7 @@ class OpenAIRoutes:
     # ----------------------------------------------------------------- embeddings and models
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await _watched(request, lambda: self._embedding_answer(request))
+        return await cancel_on_disconnect(request, lambda: self._embedding_answer(request))
 
     async def _embedding_answer(self, request: web.Request) -> web.StreamResponse:
         plan = embedding_plan(decode_body(await request.read(), "EmbedRequest"))

@@ -13,7 +13,7 @@ import asyncio
 import os
 import sys
 import tarfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from registry.bundle_index import INDEX_NAME, BundleError, BundleIndex
@@ -22,6 +22,7 @@ from registry.cli import Command, client
 from registry.config import Settings
 from registry.keys import key_blob, load_or_create_key, public_key_line
 from registry.progress import ProgressBars
+from registry.store import read_file_chunks
 
 CHUNK = 1024 * 1024
 
@@ -87,17 +88,6 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    """The file as an async generator: with a plain file object, aiohttp stops sending the body
-    once the server starts answering, and the server streams progress while it reads."""
-    f = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            yield chunk
-    finally:
-        f.close()
-
-
 async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.file) == bool(args.ollama_dir):
         print("Error: give either a bundle FILE or --ollama-dir DIR", file=sys.stderr)
@@ -111,7 +101,7 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 bars.update(event)
                 result = event
         else:
-            async for event in c.stream("/api/corral/import", None, data=_file_chunks(Path(args.file))):
+            async for event in c.stream("/api/corral/import", None, data=read_file_chunks(Path(args.file))):
                 bars.update(event)
                 result = event
     bars.close()

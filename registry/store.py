@@ -148,7 +148,7 @@ class BlobStore:
 
     async def ingest_file(self, source: Path, *, expected: Digest | None = None) -> IngestResult:
         """Copy a local file in, hashing as it goes (used by create from a path and imports)."""
-        return await self.ingest(_read_file_chunks(source), expected=expected)
+        return await self.ingest(read_file_chunks(source), expected=expected)
 
     async def link_or_copy(self, source: Path, digest: Digest) -> IngestResult:
         """Adopt a file already known to hash to `digest`: hard link when on this filesystem.
@@ -174,7 +174,7 @@ class BlobStore:
         target = self.path(digest)
         created = not target.exists()
         os.replace(temp, target)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         return created
 
     def delete(self, digest: Digest) -> bool:
@@ -222,17 +222,18 @@ def _hash_file_sync(path: Path) -> tuple[Digest, int]:
     return Digest(h.hexdigest()), size
 
 
-async def _read_file_chunks(path: Path) -> AsyncIterable[bytes]:
+async def read_file_chunks(path: Path, chunk_size: int = WRITE_BUFFER) -> AsyncIterable[bytes]:
+    """A file as an async stream, read in a worker thread: an upload body aiohttp sends to the end."""
     f = await asyncio.to_thread(open, path, "rb")
     try:
-        while chunk := await asyncio.to_thread(f.read, WRITE_BUFFER):
+        while chunk := await asyncio.to_thread(f.read, chunk_size):
             yield chunk
     finally:
         f.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable: without it a power cut can lose a blob the catalogue lists."""
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by path (a directory after a rename makes the rename durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

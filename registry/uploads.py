@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from registry.names import Digest
-from registry.store import WRITE_BUFFER, BlobTooLargeError, hash_file
+from registry.store import WRITE_BUFFER, BlobTooLargeError, fsync_path, hash_file
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 DATA = "data"
@@ -128,7 +127,7 @@ class UploadStore:
         return digest
 
     async def sync(self, upload: Upload) -> None:
-        await asyncio.to_thread(_fsync, upload.data_path)
+        await asyncio.to_thread(fsync_path, upload.data_path)
 
     async def discard(self, upload: Upload) -> None:
         self._open.pop(upload.id, None)
@@ -174,14 +173,6 @@ def _truncate_close(f: BinaryIO, offset: int) -> None:
     with contextlib.suppress(OSError):
         f.truncate(offset)
     f.close()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _expire(root: Path, cutoff: float, busy: set[str]) -> list[str]:

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.requests import json_type
+
 FINGERPRINT = "fp_ollama"
 _IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
 _EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
@@ -52,18 +54,6 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
 # ----------------------------------------------------------------- typed field access
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else "null"
-
-
 _CHECKS = {
     "string": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
@@ -80,7 +70,7 @@ def _field(body: Mapping[str, Any], key: str, kind: str, struct_name: str) -> An
     if value is None or _CHECKS[kind](value):
         return value
     raise OpenAIError(
-        400, f"json: cannot unmarshal {_json_type(value)} into Go struct field {struct_name}.{key} of type {kind}", key
+        400, f"json: cannot unmarshal {json_type(value)} into Go struct field {struct_name}.{key} of type {kind}", key
     )
 
 
@@ -93,7 +83,7 @@ def decode_body(raw: bytes, struct_name: str) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OpenAIError(400, f"invalid JSON in request body: {exc}") from None
     if not isinstance(body, dict):
-        raise OpenAIError(400, f"json: cannot unmarshal {_json_type(body)} into Go value of type openai.{struct_name}")
+        raise OpenAIError(400, f"json: cannot unmarshal {json_type(body)} into Go value of type openai.{struct_name}")
     return body
 
 
@@ -112,7 +102,7 @@ def _stops(value: Any, strict: bool) -> list[str] | None:
         return None
     for item in value:
         if strict and not isinstance(item, str):
-            raise OpenAIError(400, f"invalid type for 'stop' field: {_json_type(item)}", "stop")
+            raise OpenAIError(400, f"invalid type for 'stop' field: {json_type(item)}", "stop")
     return [item for item in value if isinstance(item, str)]
 
 
@@ -288,7 +278,7 @@ def _response_format(value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise OpenAIError(400, f"json: cannot unmarshal {_json_type(value)} into Go struct field "
+        raise OpenAIError(400, f"json: cannot unmarshal {json_type(value)} into Go struct field "
                                "ChatCompletionRequest.response_format of type openai.ResponseFormat",
                           "response_format")
     kind = str(value.get("type") or "").strip().lower()
@@ -387,7 +377,7 @@ def completion_plan(body: Mapping[str, Any]) -> CompletionPlan:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if prompt is not None and not isinstance(prompt, str):
-        raise OpenAIError(400, f"json: cannot unmarshal {_json_type(prompt)} into Go struct field "
+        raise OpenAIError(400, f"json: cannot unmarshal {json_type(prompt)} into Go struct field "
                                f"{struct_name}.prompt of type string", "prompt")
     _check_n(body, struct_name)
     stream, include_usage = _stream_flags(body, struct_name)

@@ -16,7 +16,7 @@ from runner.errors import RequestError
 THINK_LEVELS = ("high", "medium", "low", "max")
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
@@ -29,7 +29,7 @@ def _json_type(value: Any) -> str:
 
 
 def _unmarshal_error(value: Any, field: str, go_type: str) -> RequestError:
-    kind = _json_type(value)
+    kind = json_type(value)
     return RequestError(400, f"json: cannot unmarshal {kind} into Go struct field {field} of type {go_type}")
 
 

@@ -12,6 +12,7 @@ import httpx
 import ollama
 import pytest
 
+from tests.support.digests import sha256_file
 from tests.support.legacy_pull import LegacyPuller, part_ranges
 from tests.support.models import CHATML_TEMPLATE, smollm2_gguf, write_modelfile
 from tests.support.server import ServerProcess, run_cli, start_server
@@ -27,14 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     assert "success" in created.stderr
     yield proc
     proc.stop()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def test_part_sizes_match_ollama() -> None:

@@ -8,7 +8,6 @@ went upstream.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import signal
 import sqlite3
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
+from tests.support.digests import sha256_file
 from tests.support.docker_registry import DockerRegistry, push_model, start_registry
 from tests.support.legacy_pull import OLLAMA_UA, LegacyPuller, PullError
 from tests.support.models import CHATML_TEMPLATE, smollm2_gguf
@@ -43,14 +43,6 @@ class Upstream:
         return sum(layer["size"] for layer in doc["layers"]) + doc["config"]["size"]
 
 
-def file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     registry = start_registry(tmp_path_factory.mktemp("upstream"))
@@ -58,7 +50,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
         gguf = smollm2_gguf()
         raw = push_model(registry.url, "library/smollm2", "135m",
                          [(MEDIA_MODEL, gguf), (MEDIA_TEMPLATE, CHATML_TEMPLATE.encode()), (MEDIA_PARAMS, PARAMS)])
-        yield Upstream(registry, raw, file_sha(gguf), gguf.stat().st_size)
+        yield Upstream(registry, raw, sha256_file(gguf), gguf.stat().st_size)
     finally:
         registry.stop()
 
@@ -86,7 +78,7 @@ def test_eight_cold_clients_one_upstream_transfer_then_warm(upstream: Upstream, 
             assert result.manifest_raw == upstream.manifest
             assert result.blobs[upstream.gguf_digest].read_bytes() == gguf
             for digest, path in result.blobs.items():
-                assert file_sha(path) == digest
+                assert sha256_file(path) == digest
         went_up = upstream.registry.accesses()[before:]
         blob_gets = [a for a in went_up if a.method == "GET" and "/blobs/" in a.path]
         assert sum(a.bytes for a in blob_gets) == upstream.total  # 1.0 × the model, for 8 clients
@@ -142,7 +134,7 @@ def test_kill_9_mid_fill_resumes_with_range(upstream: Upstream, tmp_path: Path) 
     server = mirror(root, upstream.registry.url)
     try:
         pulled = legacy_pull(server, tmp_path / "client")
-        assert file_sha(pulled.blobs[upstream.gguf_digest]) == upstream.gguf_digest
+        assert sha256_file(pulled.blobs[upstream.gguf_digest]) == upstream.gguf_digest
     finally:
         server.stop()
     assert saved_progress(root, upstream.gguf_digest) == 0

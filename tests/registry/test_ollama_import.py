@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient
 from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.names import Digest
 from registry.services import SERVICES
-from tests.support.airgap import manifest_for, sha, sha_file
+from tests.support.airgap import manifest_for, sha
+from tests.support.digests import sha256_file
 from tests.support.models import CHATML_TEMPLATE, smollm2_gguf
 
 PARAMS = b'{"stop":["<|im_start|>","<|im_end|>"]}'
@@ -31,13 +32,13 @@ def ollama_folder(root: Path, weights: Path, *, broken: bool = True) -> tuple[by
     """Lay out a models folder like ollama's; return SmolLM2's manifest and its weights blob path."""
     blobs = root / "blobs"
     blobs.mkdir(parents=True)
-    weights_blob = blobs / sha_file(weights).replace(":", "-")
+    weights_blob = blobs / sha256_file(weights).replace(":", "-")
     shutil.copyfile(weights, weights_blob)
     for data in (CHATML_TEMPLATE.encode(), PARAMS, CONFIG):
         (blobs / sha(data).replace(":", "-")).write_bytes(data)
     (blobs / (sha(b"x").replace(":", "-") + "-partial")).write_bytes(b"an interrupted download")
     doc = json.loads(manifest_for({MEDIA_TEMPLATE: CHATML_TEMPLATE.encode(), MEDIA_PARAMS: PARAMS}, CONFIG))
-    doc["layers"].insert(0, {"mediaType": MEDIA_MODEL, "digest": sha_file(weights),
+    doc["layers"].insert(0, {"mediaType": MEDIA_MODEL, "digest": sha256_file(weights),
                              "size": weights.stat().st_size})
     raw = json.dumps(doc).encode() + b"\n"
     target = root / "manifests" / "registry.ollama.ai" / "library" / "smollm2" / "latest"
@@ -69,7 +70,7 @@ async def test_import_ollama_folder(client: TestClient, tmp_path: Path) -> None:
     tags = (await (await client.get("/api/tags")).json())["models"]
     assert [(m["name"], m["digest"]) for m in tags] == [("smollm2:latest", sha(raw)[7:])]  # ollama's ID
     store = client.server.app[SERVICES].store
-    stored = store.path(Digest.parse(sha_file(weights_blob)))
+    stored = store.path(Digest.parse(sha256_file(weights_blob)))
     assert stored.stat().st_ino == weights_blob.stat().st_ino  # same filesystem: hard-linked
     assert len(store.stored_digests()) == 4  # weights, template, params, config: not the broken one
     show = await (await client.post("/api/show", json={"model": "smollm2"})).json()

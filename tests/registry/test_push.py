@@ -36,9 +36,9 @@ from tests.support.airgap import (
     manifest_for,
     server_key,
     sha,
-    sha_file,
     stored_blobs,
 )
+from tests.support.digests import sha256_file
 from tests.support.docker_registry import start_registry
 from tests.support.models import smollm2_gguf
 from tests.support.server import ServerProcess, start_server
@@ -281,8 +281,8 @@ def test_push_between_corrals(sides: tuple[ServerProcess, ServerProcess]) -> Non
     here = {m["name"]: m["digest"] for m in httpx.get(internet.url + "/api/tags").json()["models"]}
     assert there == {"smollm2:latest": here["smollm2:latest"]}  # same manifest bytes, same model ID
     received = stored_blobs(airgap)
-    gguf = sha_file(smollm2_gguf())
-    assert gguf in received and sha_file(received[gguf]) == gguf
+    gguf = sha256_file(smollm2_gguf())
+    assert gguf in received and sha256_file(received[gguf]) == gguf
     for digest, path in stored_blobs(internet).items():
         assert received[digest].read_bytes() == path.read_bytes()
     assert not any((airgap.root / "models" / "tmp" / "uploads").iterdir())  # sessions cleaned up

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -15,20 +14,11 @@ from registry.keys import load_or_create_key, public_key_line
 from registry.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL, MEDIA_TEMPLATE
 from registry.names import ModelName
 from registry.services import SERVICES
+from tests.support.digests import sha256_bytes
 from tests.support.models import write_modelfile
 from tests.support.server import ServerProcess, base_env, start_server
 
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+sha = sha256_bytes
 
 
 def manifest_for(blobs: dict[str, bytes], config: bytes) -> bytes:

@@ -9,7 +9,6 @@ with Go's default User-Agent and no status check, written at their offsets; sha2
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+
+from tests.support.digests import sha256_file
 
 OLLAMA_UA = "ollama/0.33.0 (amd64 linux) Go/go1.24.0"
 GO_UA = "Go-http-client/1.1"
@@ -97,7 +98,7 @@ class LegacyPuller:
                     os.close(fd)
 
         await asyncio.gather(*(fetch(o, s) for o, s in ranges))
-        actual = await asyncio.to_thread(_sha256, target)
+        actual = await asyncio.to_thread(sha256_file, target)
         if actual != digest:
             target.unlink()
             raise PullError(f"digest mismatch, file must be downloaded again: want {digest}, got {actual}")
@@ -129,11 +130,3 @@ class LegacyPuller:
 def _allocate(path: Path, size: int) -> None:
     with open(path, "wb") as f:
         f.truncate(size)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"

@@ -7,7 +7,10 @@ Prints, with the same model, prompt, greedy sampling and thread count on both si
   API (llama_batch + llama_decode + greedy sampler) — target >= 0.95;
 * aggregate tokens/s of 4 concurrent requests divided by 1 request (OLLAMA_NUM_PARALLEL=4,
   so the four share each batched decode) — target >= 1.3;
-* time to first token and model load time.
+* time to first token and model load time;
+* with `--llama-server PATH` (or $LLAMA_SERVER; `bench/build-llama-server` builds one from the
+  llama.cpp sources inside the llama-cpp-python sdist), corral's streamed decode divided by
+  llama.cpp's own llama-server streaming the same prompt from the same GGUF with the same threads.
 
 The server runs in a child process (this module with --serve), as a real deployment would, so the
 client's work does not share its interpreter. Usage: python bench/runner.py [--tokens N] [--threads N]
@@ -166,6 +169,41 @@ async def stream_generate(session: aiohttp.ClientSession, url: str, tokens: int,
     }
 
 
+async def stream_llama_server(session: aiohttp.ClientSession, url: str, tokens: int) -> float:
+    """Client-side decode tokens/s of llama-server's streamed /completion, timed like corral's."""
+    body = {"prompt": raw_prompt(), "n_predict": tokens, "temperature": 0, "stream": True, "cache_prompt": False}
+    stamps: list[float] = []
+    async with session.post(url + "/completion", json=body) as response:
+        response.raise_for_status()
+        async for line in response.content:
+            if line.startswith(b"data: ") and json.loads(line[6:]).get("content"):
+                stamps.append(time.perf_counter())
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+async def measure_llama_server(url: str, tokens: int, rounds: int) -> float:
+    # llama-server closes the connection after a streamed answer: never reuse one
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(600):  # the port opens before the model is loaded; /health says when it is
+            try:
+                async with session.get(url + "/health") as health:
+                    if health.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass  # still starting: connections may be dropped until it listens properly
+            await asyncio.sleep(0.1)
+        await stream_llama_server(session, url, 8)
+        return statistics.median([await stream_llama_server(session, url, tokens) for _ in range(rounds)])
+
+
+def start_llama_server(binary: str, port: int, threads: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "-m", str(model_path()), "-t", str(threads), "-tb", str(threads), "-c", str(NUM_CTX),
+         "-np", "1", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
 async def measure(url: str, raw: RawDecoder, tokens: int, threads: int, rounds: int) -> dict[str, Any]:
     """Rounds of (raw, HTTP single, HTTP x4) back to back, so each ratio compares neighbours in
     time: on a shared machine the load drifts more between minutes than within a round."""
@@ -227,6 +265,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128, help="tokens to generate per request")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="llama.cpp threads")
     parser.add_argument("--rounds", type=int, default=5, help="measurement rounds (medians reported)")
+    parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER"),
+                        help="llama.cpp's llama-server binary to compare against (default $LLAMA_SERVER)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -247,6 +287,16 @@ def main() -> int:
         raw.close()
         server.terminate()
         server.wait(timeout=30)
+    reference = None
+    if args.llama_server:  # measured after corral's server is gone, so neither competes for the cores
+        port = free_port()
+        llama = start_llama_server(args.llama_server, port, args.threads)
+        try:
+            wait_for_port(port, llama)
+            reference = asyncio.run(measure_llama_server(f"http://127.0.0.1:{port}", args.tokens, args.rounds))
+        finally:
+            llama.terminate()
+            llama.wait(timeout=30)
 
     print(f"SmolLM2-135M Q4_1, {args.threads} threads, {result['tokens']} tokens/request, num_ctx {NUM_CTX}")
     print(f"load time                     {result['load']:8.3f} s")
@@ -258,6 +308,9 @@ def main() -> int:
     print(f"corral {PARALLEL} concurrent, aggregate {result['aggregate_tps']:8.1f} tokens/s")
     print(f"ratio HTTP / raw decode       {result['decode_ratio']:8.3f}   (target >= 0.95; medians of rounds)")
     print(f"ratio {PARALLEL} concurrent / 1         {result['parallel_ratio']:8.3f}   (target >= 1.3)")
+    if reference is not None:
+        print(f"llama-server decode (1 stream) {reference:7.1f} tokens/s")
+        print(f"ratio corral / llama-server   {result['single_tps'] / reference:8.3f}")
     return 0
 
 

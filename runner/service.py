@@ -65,6 +65,12 @@ class RunnerStats:
 _LAST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z, the largest date Python formats
 
 
+def _lifecycle_chat_chunk(name: str, reason: str) -> dict[str, Any]:
+    """The single chat answer to a request that only loads ("load") or unloads ("unload") a model."""
+    message = {"role": "assistant", "content": ""}
+    return {"model": name, "created_at": now_rfc3339(), "message": message, "done": True, "done_reason": reason}
+
+
 def now_rfc3339() -> str:
     """UTC now as Go marshals time.Time (RFC 3339 with trailing zeros of the fraction trimmed)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
@@ -277,13 +283,7 @@ class RunnerService:
         plan = self._plan(spec, req)
         if not messages and plan.keep_alive == 0:
             await self.scheduler.expire(spec)
-            yield {
-                "model": name,
-                "created_at": now_rfc3339(),
-                "message": {"role": "assistant", "content": ""},
-                "done": True,
-                "done_reason": "unload",
-            }
+            yield _lifecycle_chat_chunk(name, "unload")
             return
         caps = capabilities(spec)
         if "completion" not in caps:
@@ -296,13 +296,7 @@ class RunnerService:
         async with self.scheduler.use(spec, plan.settings, plan.keep_alive) as model:
             loaded = time.perf_counter()
             if not messages:
-                yield {
-                    "model": name,
-                    "created_at": now_rfc3339(),
-                    "message": {"role": "assistant", "content": ""},
-                    "done": True,
-                    "done_reason": "load",
-                }
+                yield _lifecycle_chat_chunk(name, "load")
                 return
             history = [dict(m) for m in spec.messages] + messages
             if messages[0]["role"] != "system" and spec.system:

@@ -36,7 +36,7 @@ BLOB_QUARANTINED = "quarantined"
 
 
 class Base(DeclarativeBase):
-    pass
+    """Declarative base of corral's tables; Alembic compares migrations against its metadata."""
 
 
 class Blob(Base):

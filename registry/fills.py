@@ -58,7 +58,7 @@ class FillError(Exception):
 
 
 class DigestMismatch(FillError):
-    pass
+    """The bytes arrived whole but hash to another digest: quarantined, never served."""
 
 
 @dataclass

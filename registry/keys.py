@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -34,10 +35,8 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     Creation publishes the key with a hard link, which fails if another process (the server and
     a CLI command starting together) won the race; the loser then reads the winner's key.
     """
-    try:
+    with contextlib.suppress(FileNotFoundError):
         return _load(path)
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(

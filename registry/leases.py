@@ -113,9 +113,7 @@ def is_retired(path: Path) -> bool:
 def discard(path: Path) -> None:
     """Unlink a retired file; blocking (run it in a thread)."""
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not remove %s: %s", path, exc)
 

@@ -16,6 +16,7 @@ arguments are float64 where Python's JSON decoder yields ints).
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import re
 import urllib.parse
@@ -61,7 +62,7 @@ class _Tok(NamedTuple):
 
 
 class _LexError(Exception):
-    pass
+    """Raised by the lexer; the parser turns it into a TemplateError with the line number."""
 
 
 def _is_alnum(c: str) -> bool:
@@ -1026,7 +1027,7 @@ def _sorted_keys(mapping: Mapping[Any, Any]) -> list[Any]:
 
 
 class _JSONUnsupported(ValueError):
-    pass
+    """A value Go's encoding/json would refuse to marshal."""
 
 
 _JSON_SPECIAL = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
@@ -1794,11 +1795,11 @@ _FUNCS: dict[str, _Func] = {
 
 
 class _Break(Exception):
-    pass
+    """{{ break }}: unwinds to the innermost range."""
 
 
 class _Continue(Exception):
-    pass
+    """{{ continue }}: unwinds to the innermost range, which moves to its next element."""
 
 
 _MISSING: Any = object()  # "no value piped in", distinct from a nil value
@@ -1877,9 +1878,8 @@ class _State:
                 ran = True
                 self.set_range_vars(node.pipe, index, elem)
                 try:
-                    self.walk(elem, node.body)
-                except _Continue:
-                    pass
+                    with contextlib.suppress(_Continue):
+                        self.walk(elem, node.body)
                 except _Break:
                     return
                 finally:

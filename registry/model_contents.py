@@ -12,7 +12,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiofiles
 
@@ -32,6 +32,8 @@ from registry.manifest import (
 from registry.names import Digest
 from registry.store import BlobStore
 from runner.spec import ModelSpec, ModelUnusableError
+
+T = TypeVar("T")
 
 MAX_TEXT_LAYER = 16 * 1024 * 1024  # a template or params layer larger than this is not a real one
 
@@ -71,12 +73,34 @@ class ModelContents:
         )
 
 
+class _Memo(Generic[T]):
+    """A small LRU keyed by digest: blobs never change, so an entry can never go stale."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[Digest, T] = OrderedDict()
+        self._size = size
+
+    def get(self, digest: Digest) -> T | None:
+        item = self._items.get(digest)
+        if item is not None:
+            self._items.move_to_end(digest)
+        return item
+
+    def put(self, digest: Digest, item: T) -> T:
+        self._items[digest] = item
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return item
+
+
 class ModelReader:
-    def __init__(self, store: BlobStore, gguf_cache_size: int = 64) -> None:
+    """Reads models for /api/show, /api/tags and every inference request; text layers and GGUF
+    headers are memoised so a generate call does no file I/O for a model it has seen."""
+
+    def __init__(self, store: BlobStore, gguf_cache_size: int = 64, text_cache_size: int = 1024) -> None:
         self.store = store
-        self._gguf_cache: OrderedDict[Digest, GGUFInfo] = OrderedDict()
-        self._gguf_cache_size = gguf_cache_size
-        self._config_cache: OrderedDict[Digest, dict[str, Any]] = OrderedDict()
+        self._gguf: _Memo[GGUFInfo] = _Memo(gguf_cache_size)
+        self._texts: _Memo[str] = _Memo(text_cache_size)
 
     async def read(self, record: ModelRecord) -> ModelContents:
         manifest = record.manifest
@@ -108,35 +132,26 @@ class ModelReader:
         return contents
 
     async def config(self, record: ModelRecord) -> dict[str, Any]:
-        """The config blob as a dict ({} when absent): enough for /api/tags' details."""
+        """The config blob as a fresh dict ({} when absent): enough for /api/tags' details."""
         config_layer = record.manifest.config
         if config_layer is None or not self.store.exists(config_layer.digest):
             return {}
-        cached = self._config_cache.get(config_layer.digest)
-        if cached is None:
-            cached = _json_object(await self._text(config_layer.digest, config_layer.size), "config")
-            self._config_cache[config_layer.digest] = cached
-            if len(self._config_cache) > 1024:
-                self._config_cache.popitem(last=False)
-        return cached
+        return _json_object(await self._text(config_layer.digest, config_layer.size), "config")
 
     async def gguf_info(self, digest: Digest) -> GGUFInfo:
-        cached = self._gguf_cache.get(digest)
-        if cached is not None:
-            self._gguf_cache.move_to_end(digest)
-            return cached
-        info = await asyncio.to_thread(read_gguf_info, self.store.path(digest))
-        self._gguf_cache[digest] = info
-        if len(self._gguf_cache) > self._gguf_cache_size:
-            self._gguf_cache.popitem(last=False)
-        return info
+        return self._gguf.get(digest) or self._gguf.put(
+            digest, await asyncio.to_thread(read_gguf_info, self.store.path(digest))
+        )
 
     async def _text(self, digest: Digest, size: int) -> str:
+        cached = self._texts.get(digest)
+        if cached is not None:
+            return cached
         if size > MAX_TEXT_LAYER:
             raise ModelUnusableError(f"layer {digest} is too large to be a text layer")
         try:
             async with aiofiles.open(self.store.path(digest), encoding="utf-8", errors="replace") as f:
-                return await f.read()
+                return self._texts.put(digest, await f.read())
         except FileNotFoundError:
             raise ModelUnusableError(f"layer {digest} is missing from the store") from None
 

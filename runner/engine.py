@@ -4,9 +4,9 @@ The model file is mmapped in place (no copy) and one llama_context holds `num_pa
 sequences of `num_ctx` cells each. A single worker thread owns every llama.cpp call on that
 context: each step it puts one token of every generating sequence and a chunk of any pending
 prompt into ONE llama_batch (one seq_id per sequence), decodes it, and samples each sequence
-from its own logits. Tokens go back to the event loop through `call_soon_threadsafe`, so the
-loop never blocks on llama.cpp. A request whose consumer goes away is marked cancelled and its
-sequence is dropped at the next step, freeing the slot.
+from its own logits. Tokens go back to the event loop through an `Outbox` (runner/outbox.py says
+why not `call_soon_threadsafe`), so the loop never blocks on llama.cpp. A request whose consumer
+goes away is marked cancelled and its sequence is dropped at the next step, freeing the slot.
 
 Each sequence keeps the tokens it has in the KV cache after it finishes; the next request is
 given the free slot sharing the longest prefix with its prompt and only the rest is evaluated
@@ -16,7 +16,7 @@ given the free slot sharing the longest prefix with its prompt and only the rest
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import ctypes
 import logging
 import os
@@ -33,6 +33,7 @@ from runner.errors import ModelLoadError, RequestError
 from runner.logprobs import token_logprobs
 from runner.native import Vocab, init_backend, take_error
 from runner.options import Options
+from runner.outbox import Outbox, outbox_for
 from runner.sampling import SamplerChain, build_sampler
 from runner.spec import ModelSpec
 from runner.textstream import TextStream
@@ -150,14 +151,13 @@ class Engine:
         self._memory = L.llama_get_memory(self._ctx)
         self._can_shift = bool(L.llama_memory_can_shift(self._memory))
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
-        if f"{spec.architecture}.pooling_type" not in spec.gguf:  # embedding models never decode here
-            self._warm_up()
         self._embed_ctx: Any = None
         self._slots = [_Slot(i) for i in range(settings.num_parallel)]
         self._waiting: list[_Job] = []
         self._active: list[_Job] = []
         self._incoming: list[_Job] = []
         self._tasks: list[Callable[[], None]] = []
+        self._unflushed: set[Outbox] = set()
         self._closing = False
         self._wakeup = threading.Condition()
         self._permits = asyncio.Semaphore(settings.num_parallel)
@@ -165,6 +165,12 @@ class Engine:
         self.steps = 0  # batched decode calls made, for diagnostics: one step serves every sequence
         self._thread = threading.Thread(target=self._run, name=f"engine:{spec.name}", daemon=True)
         self._thread.start()
+        if f"{spec.architecture}.pooling_type" not in spec.gguf:  # embedding models never decode here
+            try:
+                self._run_on_worker(self._warm_up)
+            except BaseException:
+                self.close()
+                raise
 
     # ----------------------------------------------------------------- loading
 
@@ -224,7 +230,8 @@ class Engine:
 
     def _warm_up(self) -> None:
         """One throw-away decode, as llama-server does at start: the first decode of a context
-        allocates and faults in weights, which belongs to the load time, not the first request."""
+        allocates and faults in weights, which belongs to the load time, not the first request.
+        It runs on the worker thread like every other decode (see `_run_on_worker`)."""
         _put(self._batch, 0, max(self.vocab.bos, 0), 0, 0, True)
         self._batch.n_tokens = 1
         L.llama_decode(self._ctx, self._batch)
@@ -258,9 +265,9 @@ class Engine:
         """
         await self._acquire_permit()
         try:
-            loop = asyncio.get_running_loop()
+            outbox = outbox_for(asyncio.get_running_loop())
             queue: asyncio.Queue[Event | _Failure] = asyncio.Queue()
-            job = _Job(request, lambda event: _post(loop, queue.put_nowait, event))
+            job = _Job(request, lambda event: self._post(outbox, queue.put_nowait, event))
             self._submit(job=job)
             try:
                 while True:
@@ -311,6 +318,27 @@ class Engine:
                 self._tasks.append(task)
             self._wakeup.notify()
 
+    def _run_on_worker(self, fn: Callable[[], None]) -> None:
+        """Run fn on the worker thread and block the calling thread until it is done.
+
+        ggml computes with OpenMP, whose thread team belongs to the thread that calls llama_decode
+        and outlives the call; a single decode from any other thread (the loader's, say) leaves a
+        second team whose idle workers compete with the real one. On 2 cores that halved decode
+        speed (145 -> 74 tokens/s), so every compute call on this model goes through the worker.
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def task() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        self._submit(task=task)
+        done.result()
+
     def _notify(self) -> None:
         with self._wakeup:
             self._wakeup.notify()
@@ -318,23 +346,36 @@ class Engine:
     async def _call(self, fn: Callable[[], Any]) -> Any:
         """Run fn on the worker thread between two decode steps and await its result."""
         loop = asyncio.get_running_loop()
+        outbox = outbox_for(loop)
         future: asyncio.Future[Any] = loop.create_future()
 
         def task() -> None:
             try:
                 result = fn()
             except Exception as exc:
-                _post(loop, _settle, future, None, exc)
+                self._post(outbox, _settle, future, None, exc)
             else:
-                _post(loop, _settle, future, result, None)
+                self._post(outbox, _settle, future, result, None)
 
         self._submit(task=task)
         return await future
 
     # ----------------------------------------------------------------- worker thread
 
+    def _post(self, outbox: Outbox, fn: Callable[..., Any], *args: Any) -> None:
+        outbox.put(fn, *args)
+        self._unflushed.add(outbox)
+
+    def _flush(self) -> None:
+        """Wake the loops that have results waiting. Called at the top of each worker iteration,
+        just before the next decode or wait, so the loop's work overlaps llama.cpp's."""
+        for outbox in self._unflushed:
+            outbox.flush()
+        self._unflushed.clear()
+
     def _run(self) -> None:
         while True:
+            self._flush()
             with self._wakeup:
                 while not (self._closing or self._incoming or self._tasks or self._active or self._waiting):
                     self._wakeup.wait()
@@ -356,6 +397,7 @@ class Engine:
         self._fail_all("model was unloaded")
         for task in self._tasks:  # queued before close(): they settle their futures
             task()
+        self._flush()
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._active if j.cancelled]:
@@ -590,12 +632,6 @@ def _put(batch: Any, i: int, token: int, pos: int, seq_id: int, logits: bool) ->
     batch.n_seq_id[i] = 1
     batch.seq_id[i][0] = seq_id
     batch.logits[i] = logits
-
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    """Schedule fn on the loop from the worker thread; a closed loop means nobody is listening."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

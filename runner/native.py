@@ -59,6 +59,7 @@ class Vocab:
 
     def __init__(self, model: L.llama_model_p) -> None:
         self._vocab = L.llama_model_get_vocab(model)
+        self._pieces: dict[tuple[int, bool], bytes] = {}
         self.add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.bos = int(L.llama_vocab_bos(self._vocab))
         self.eos = int(L.llama_vocab_eos(self._vocab))
@@ -79,7 +80,16 @@ class Vocab:
             capacity = -n
 
     def piece(self, token: int, special: bool = False) -> bytes:
-        """Raw bytes of one token (may be part of a UTF-8 sequence); control tokens empty unless special."""
+        """Raw bytes of one token (may be part of a UTF-8 sequence); control tokens empty unless special.
+
+        Memoized: the vocabulary never changes and the decode loop asks for every token it samples."""
+        key = (token, special)
+        cached = self._pieces.get(key)
+        if cached is None:
+            cached = self._pieces[key] = self._piece(token, special)
+        return cached
+
+    def _piece(self, token: int, special: bool) -> bytes:
         buffer = ctypes.create_string_buffer(64)
         n = L.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
         if n < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -192,3 +193,27 @@ async def test_unknown_model_does_not_disturb_loaded_ones(harness: Harness) -> N
         await client.generate(model="missing", prompt="Hi")
     assert exc.value.status_code == 404
     assert await _loaded(harness) == ["smollm2:latest"]
+
+
+async def test_every_decode_runs_on_the_models_worker_thread(
+    start_runner: StartRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ggml's OpenMP team belongs to the calling thread: a decode from another thread (the warm-up
+    in the loader's, as once happened) leaves a second team that halves decode speed on 2 cores."""
+    import llama_cpp
+
+    callers: set[int] = set()
+    decode = llama_cpp.llama_decode
+
+    def recording_decode(ctx, batch):
+        callers.add(threading.get_ident())
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording_decode)
+    harness = await start_runner()
+    client = harness.client()
+    await client.generate(model="smollm2", prompt="")  # load: includes the warm-up decode
+    await client.generate(model="smollm2", prompt="Hi", options=QUICK)
+    await client.embed(model="smollm2", input="Hi")
+    (model,) = harness.runner.scheduler.loaded()
+    assert callers == {model.engine._thread.ident}

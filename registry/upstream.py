@@ -339,7 +339,8 @@ class Upstream:
         while cursor.pos + size < end:
             try:
                 async with asyncio.timeout(self.policy.stall):
-                    chunk = await resp.content.readany()
+                    # readchunk hands over aiohttp's buffers one by one; readany would join them (a copy)
+                    chunk, end_of_http_chunk = await resp.content.readchunk()
             except TimeoutError:
                 failure = _Transient(f"no data for {self.policy.stall:g}s (stalled)")
                 break
@@ -347,6 +348,8 @@ class Upstream:
                 failure = _Transient(_describe(exc))
                 break
             if not chunk:
+                if end_of_http_chunk:
+                    continue  # a chunked-encoding boundary, not the end of the body
                 failure = _Transient(f"connection closed {end - cursor.pos - size} bytes early")
                 break
             chunk = chunk[: end - cursor.pos - size]

@@ -136,6 +136,16 @@ async def test_broken_transfers_resume_with_range(
     assert first.sent + second.sent == len(BLOB)
 
 
+async def test_a_chunked_body_is_read_whole(upstream: Upstream, fake_registry: FakeOllamaRegistry) -> None:
+    """HTTP chunk boundaries inside a body are not its end (some CDNs and proxies send chunked)."""
+    fake_registry.add_model("library/m", "latest", [("application/vnd.ollama.image.model", BLOB)])
+    src = source(fake_registry, upstream, BLOB)
+    fake_registry.cdn_faults = ["chunked"]
+    assert await fetch_all(upstream, src, len(BLOB)) == BLOB
+    (get,) = fake_registry.cdn_gets(str(src.digest))  # one request: no boundary was taken for a cut
+    assert get.sent == len(BLOB)
+
+
 async def test_expired_data_url_is_resolved_again(upstream: Upstream, fake_registry: FakeOllamaRegistry) -> None:
     fake_registry.add_model("library/m", "latest", [("application/vnd.ollama.image.model", BLOB)])
     src = source(fake_registry, upstream, BLOB)

@@ -6,7 +6,7 @@ to a presigned URL on a second "CDN" host:port; optionally every request needs a
 whose request must carry a valid ed25519 signature (protocol doc §3.1).
 CDN host: serves those URLs with Range support, optionally throttled, refusing expired ones with
 403, and with scripted faults per request: truncated body, connection reset mid-blob, one
-corrupted byte, a stall, or a 403 as if the URL had expired.
+corrupted byte, a stall, a 403 as if the URL had expired, or a chunked body (no Content-Length).
 Every request is logged with the body bytes actually written, which is what tests count.
 """
 
@@ -243,7 +243,8 @@ class FakeOllamaRegistry:
         response = web.StreamResponse(status=206 if m else 200, headers={"Accept-Ranges": "bytes"})
         if m:
             response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
-        response.content_length = len(body)
+        if fault != "chunked":  # "chunked": no Content-Length, so the body goes out in HTTP chunks
+            response.content_length = len(body)
         entry.status = response.status
         await response.prepare(request)
         if request.method == "HEAD":

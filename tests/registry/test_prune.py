@@ -180,6 +180,40 @@ async def test_a_model_loaded_in_the_runner_is_kept_until_unloaded(
     assert_consistent(tmp_path)
 
 
+async def test_a_bundle_being_exported_keeps_its_model(
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+) -> None:
+    big = add_model(fake_registry, "big", 12 * MB)
+    add_model(fake_registry, "small", 1 * MB)
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+                                CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
+                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+    lifecycle = lifecycle_of(mirror)
+    await api_pull(mirror, "big")
+    body = json.dumps({"models": ["big"]}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # the export stalls on a full buffer
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (mirror.host, mirror.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"POST /api/corral/export HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    first = await reader.readexactly(READ_CHUNK)
+    await api_pull(mirror, "small")  # "big" is the least recently used model now
+
+    events = [e async for e in lifecycle.pruner.run()]
+    assert [e["model"] for e in events if e["status"] == "evict"] == ["small:latest"]
+    kept = {e["model"]: e["reason"] for e in events if e["status"] == "keep"}
+    assert "being read" in kept["big:latest"]
+
+    bundle = first + await reader.read()
+    writer.close()
+    assert big in bundle  # the weights went out whole (tar stores them unchanged)
+    assert not lifecycle.services.leases.held()
+
+
 def test_retire_waits_for_the_last_reader_and_spares_a_newer_copy(tmp_path: Path) -> None:
     leases = Leases()
     digest = Digest("ab" * 32)

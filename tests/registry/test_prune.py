@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from registry.leases import Leases, inode_of
 from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
@@ -48,32 +49,51 @@ def key(name: str) -> str:
 
 
 class StalledReader:
-    """A client that has begun a blob download and then stops reading, so the server's send is
-    still in progress. A small receive buffer (no autotuning) keeps what the kernel can absorb
-    far below the blob's size."""
+    """A client that has begun a download and then stops reading, so the server's send is still
+    in progress. A small receive buffer (no autotuning) keeps what the kernel can absorb far below
+    the body's size."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes) -> None:
         self.reader, self.writer = reader, writer
+        self.first = first  # the body's first READ_CHUNK bytes
 
     @classmethod
-    async def start(cls, client, name: str, weights: bytes) -> StalledReader:
+    async def start(cls, client, head: str, body: bytes = b"") -> StalledReader:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
         reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(f"GET /v2/library/{name}/blobs/{sha(weights)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     "Connection: close\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        assert await reader.readexactly(READ_CHUNK) == weights[:READ_CHUNK]
-        return cls(reader, writer)
+        writer.write(f"{head} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        answer = await reader.readuntil(b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        return cls(reader, writer, await reader.readexactly(READ_CHUNK))
+
+    @classmethod
+    async def blob(cls, client, name: str, weights: bytes) -> StalledReader:
+        reader = await cls.start(client, f"GET /v2/library/{name}/blobs/{sha(weights)}")
+        assert reader.first == weights[:READ_CHUNK]
+        return reader
 
     async def finish(self) -> bytes:
         """Read the rest of the body (the server closes the connection after it)."""
         rest = await self.reader.read()
         self.writer.close()
         return rest
+
+
+async def big_over_quota_with(aiohttp_client, tmp_path: Path,
+                              fake_registry: FakeOllamaRegistry) -> tuple[TestClient, bytes]:
+    """A mirror with a 14 MB quota holding "big" (12 MB); "small" (1 MB) is ready upstream, and
+    pulling it puts the store over the high watermark with "big" least recently used."""
+    big = add_model(fake_registry, "big", 12 * MB)
+    add_model(fake_registry, "small", 1 * MB)
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+                                CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
+                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+    await api_pull(mirror, "big")
+    return mirror, big
 
 
 async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
@@ -87,7 +107,7 @@ async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
     await api_pull(mirror, "m1")
     assert (await mirror.post("/api/corral/pin", json={"model": "m1"})).status == 200
     await api_pull(mirror, "m2")
-    reader = await StalledReader.start(mirror, "m2", weights["m2"])  # m2 is in use from here on
+    reader = await StalledReader.blob(mirror, "m2", weights["m2"])  # m2 is in use from here on
     assert Digest.parse(sha(weights["m2"])) in lifecycle.services.leases.held()
     for i in range(3, 9):
         await api_pull(mirror, f"m{i}")  # m8 takes the store past 36 MB, the high watermark
@@ -115,14 +135,9 @@ async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
 async def test_reader_keeps_its_model_until_done_then_it_goes(
     aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
 ) -> None:
-    big = add_model(fake_registry, "big", 12 * MB)
-    add_model(fake_registry, "small", 1 * MB)
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
-                                CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
-                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+    mirror, big = await big_over_quota_with(aiohttp_client, tmp_path, fake_registry)
     lifecycle = lifecycle_of(mirror)
-    await api_pull(mirror, "big")
-    reader = await StalledReader.start(mirror, "big", big)
+    reader = await StalledReader.blob(mirror, "big", big)
     await api_pull(mirror, "small")  # 13 MB: over the high watermark; "big" is least recently used
 
     events = [e async for e in lifecycle.pruner.run(dry_run=True)]
@@ -183,24 +198,10 @@ async def test_a_model_loaded_in_the_runner_is_kept_until_unloaded(
 async def test_a_bundle_being_exported_keeps_its_model(
     aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
 ) -> None:
-    big = add_model(fake_registry, "big", 12 * MB)
-    add_model(fake_registry, "small", 1 * MB)
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
-                                CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
-                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+    mirror, big = await big_over_quota_with(aiohttp_client, tmp_path, fake_registry)
     lifecycle = lifecycle_of(mirror)
-    await api_pull(mirror, "big")
     body = json.dumps({"models": ["big"]}).encode()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # the export stalls on a full buffer
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (mirror.host, mirror.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(b"POST /api/corral/export HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), head
-    first = await reader.readexactly(READ_CHUNK)
+    reader = await StalledReader.start(mirror, "POST /api/corral/export", body)  # stalls on a full buffer
     await api_pull(mirror, "small")  # "big" is the least recently used model now
 
     events = [e async for e in lifecycle.pruner.run()]
@@ -208,8 +209,7 @@ async def test_a_bundle_being_exported_keeps_its_model(
     kept = {e["model"]: e["reason"] for e in events if e["status"] == "keep"}
     assert "being read" in kept["big:latest"]
 
-    bundle = first + await reader.read()
-    writer.close()
+    bundle = reader.first + await reader.finish()
     assert big in bundle  # the weights went out whole (tar stores them unchanged)
     assert not lifecycle.services.leases.held()
 

@@ -321,30 +321,60 @@ class RunnerService:
             preserved = builder.preserved_tokens(calls)
             if force_tools and calls is not None:
                 plan = replace(plan, grammar=tool_call_grammar(calls.tag, tools, force_tools))
+            # ollama constrains a thinking model's answer only after it has thought: the first pass
+            # runs free until content follows the thinking, the second renders that thinking as the
+            # assistant's and generates the content under the format's grammar
+            two_pass = thinking is not None and plan.grammar is not None and not force_tools and "thinking" in caps
+            thoughts: list[str] = []
+
+            def chunk_of(event: Piece | Finished, thought: str, text: str) -> dict[str, Any] | None:
+                done = isinstance(event, Finished)
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                if thought:
+                    message["thinking"] = thought
+                if calls is not None:
+                    message["content"], found = calls.add(text)
+                    if done:
+                        rest, more = calls.finish()
+                        message["content"] += rest
+                        found += more
+                    if found:
+                        message["tool_calls"] = [_tool_call_json(call) for call in found]
+                chunk: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "message": message, "done": done}
+                if isinstance(event, Finished):
+                    chunk.update(self._final_fields(event, started, loaded))
+                elif event.logprobs:
+                    chunk["logprobs"] = list(event.logprobs)
+                elif not (message["content"] or thought or "tool_calls" in message):
+                    return None
+                return chunk
+
+            free = replace(plan, grammar=None) if two_pass else plan
+            async with contextlib.aclosing(self._generation(model, rendered, free, preserved)) as events:
+                async for event in events:
+                    thought, text = _split_thinking(thinking, event)
+                    thoughts.append(thought)
+                    if two_pass and text and "".join(thoughts):
+                        message = {"role": "assistant", "content": ""}  # this content is dropped
+                        if thought:
+                            message["thinking"] = thought
+                        yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": False}
+                        break  # closing the generation cancels it
+                    if (chunk := chunk_of(event, thought, text)) is not None:
+                        yield chunk
+                else:
+                    return
+            history.append({"role": "assistant", "content": "", "thinking": "".join(thoughts)})
+            rendered = await asyncio.to_thread(
+                functools.partial(
+                    builder.chat, history, tools or None, think, num_ctx=model.engine.num_ctx, truncate=plan.truncate
+                )
+            )
             async with contextlib.aclosing(self._generation(model, rendered, plan, preserved)) as events:
                 async for event in events:
-                    done = isinstance(event, Finished)
-                    thought, text = _split_thinking(thinking, event)
-                    message: dict[str, Any] = {"role": "assistant", "content": text}
-                    if thought:
-                        message["thinking"] = thought
-                    if calls is not None:
-                        message["content"], found = calls.add(text)
-                        if done:
-                            rest, more = calls.finish()
-                            message["content"] += rest
-                            found += more
-                        if found:
-                            message["tool_calls"] = [_tool_call_json(call) for call in found]
-                    chunk: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "message": message}
-                    chunk["done"] = done
-                    if done:
-                        chunk.update(self._final_fields(event, started, loaded))
-                    elif event.logprobs:
-                        chunk["logprobs"] = list(event.logprobs)
-                    elif not (message["content"] or thought or "tool_calls" in message):
-                        continue
-                    yield chunk
+                    thought, text = _split_thinking(thinking, event)  # past the thinking: all content
+                    if (chunk := chunk_of(event, thought, text)) is not None:
+                        yield chunk
 
     # ----------------------------------------------------------------- /api/embed, /api/embeddings
 

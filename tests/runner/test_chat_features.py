@@ -184,3 +184,26 @@ async def test_think_on_a_thinking_model_can_be_a_level(start_runner: StartRunne
     with pytest.raises(ollama.ResponseError) as exc:
         await harness.client().chat(model="smollm2", messages=ASK, tools=[WEATHER_TOOL])
     assert exc.value.status_code == 400 and "does not support tools" in exc.value.error
+
+
+async def test_format_on_a_thinking_model_applies_after_the_thinking(start_runner: StartRunner) -> None:
+    """ollama's two passes: think freely, then render that thinking as the assistant's and generate
+    the content under the format's grammar (SmolLM2 echoes the closing tag, ending its thinking)."""
+    harness = await start_runner(specs=[smollm2_spec(template=THINKING_TEMPLATE)])
+    client = harness.client()
+    ask = [{"role": "user", "content": 'Repeat after me exactly: ok</think>{"a": 1}'}]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    options = {"temperature": 0, "num_predict": 40}
+    chunks = [c async for c in await client.chat(model="smollm2", messages=ask, format=schema, options=options,
+                                                 stream=True)]
+    thinking = "".join(c.message.thinking or "" for c in chunks)
+    content = "".join(c.message.content for c in chunks)
+    assert thinking.startswith("Repeat after me exactly")
+    assert isinstance(json.loads(content)["a"], int)  # the whole content obeys the schema
+    assert chunks[-1].done and chunks[-1].eval_count > 0
+    first_content = next(i for i, c in enumerate(chunks) if c.message.content)
+    assert all(not c.message.thinking for c in chunks[first_content:])
+
+    # without thinking there is one pass, constrained from the first token
+    plain = await client.chat(model="smollm2", messages=ask, format=schema, options=options, think=False)
+    assert isinstance(json.loads(plain.message.content)["a"], int) and not plain.message.thinking

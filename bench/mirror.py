@@ -1,15 +1,15 @@
 """Mirror benchmarks: every ratio compares two measurements taken in the same run, same machine.
 
-    .venv/bin/python -m bench.mirror [--size 1GiB] [--cold-size 256MiB] [--wan-rate 50MB] [--reps 3]
+    .venv/bin/python -m bench.mirror [--size 1GiB] [--cold-size 256MiB] [--wan-rate 50MB,200MB] [--reps 3]
                                      [--clients 8] [--only warm,cold,fanout]
 
 * warm   — blob GET throughput from corral's cache vs nginx serving the same file (sendfile both).
            Target ≥ 0.9.
 * cold   — pull-through throughput from a cold corral vs downloading straight from the upstream
-           (Debian's docker-registry). Target ≥ 0.9. Measured twice: on bare loopback, where the
+           (Debian's docker-registry). Target ≥ 0.9. Measured on bare loopback, where the
            upstream serves from page cache at memory speed and the ratio shows corral's CPU cost
            per byte on this machine; and "WAN-like", through a relay limiting every connection to
-           --wan-rate (as distance and CDNs do; the reason ollama downloads in parallel parts).
+           each --wan-rate (as distance and CDNs do; the reason ollama downloads in parallel parts).
            (nginx's limit_rate was tried first: on proxied ranges it let 2-3× the limit through.)
 * fanout — N clients pull the same cold model at once: bytes the upstream sent ÷ model size
            (target 1.0; the same run against docker-registry in proxy mode for comparison), and
@@ -195,7 +195,7 @@ def bench_warm(s: Setup, reps: int) -> None:
 # ---- cold -------------------------------------------------------------------------------------
 
 
-def bench_cold(s: Setup, reps: int, wan_rate: int) -> None:
+def bench_cold(s: Setup, reps: int, wan_rates: list[int]) -> None:
     print(f"cold: pulling a {format_byte_size(s.size)} blob through a cold corral vs straight from "
           "the upstream (docker-registry)", flush=True)
     print(f"  sha256 on one core of this machine: {format_byte_size(int(sha256_rate()))}/s (every byte is hashed "
@@ -204,9 +204,10 @@ def bench_cold(s: Setup, reps: int, wan_rate: int) -> None:
     direct = cold_runs(s, reps, s.upstream.url, "loopback")
     compare("single pull (reference)", s.size, proxy_cold_runs(s, reps), direct, "direct", "-",
             who="docker-registry proxy")
-    with Throttle(s.upstream.port, wan_rate) as port:
-        print(f"  WAN-like, every upstream connection limited to {format_byte_size(wan_rate)}/s:", flush=True)
-        cold_runs(s, reps, f"http://127.0.0.1:{port}", "wan")
+    for wan_rate in wan_rates:
+        with Throttle(s.upstream.port, wan_rate) as port:
+            print(f"  WAN-like, every upstream connection limited to {format_byte_size(wan_rate)}/s:", flush=True)
+            cold_runs(s, reps, f"http://127.0.0.1:{port}", f"wan{wan_rate}")
 
 
 class Throttle:
@@ -373,7 +374,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--only", default="warm,cold,fanout")
-    parser.add_argument("--wan-rate", default="50MB", help="per-connection limit of the WAN-like upstream")
+    parser.add_argument("--wan-rate", default="50MB,200MB",
+                        help="per-connection limits of the WAN-like upstream, comma-separated")
     args = parser.parse_args()
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
@@ -389,7 +391,7 @@ def main() -> None:
                     bench_fanout(big, args.clients)
             if "cold" in only:
                 small = setup(root, upstream, "library/bench-cold", parse_byte_size(args.cold_size))
-                bench_cold(small, args.reps, parse_byte_size(args.wan_rate))
+                bench_cold(small, args.reps, [parse_byte_size(r) for r in args.wan_rate.split(",")])
         finally:
             upstream.stop()
 

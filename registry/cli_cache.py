@@ -35,9 +35,8 @@ def _prune_line(event: dict[str, Any], dry_run: bool) -> str | None:
         return f"warning: {event['reason']}"
     if status == "success":
         verb = "would evict" if dry_run else "evicted"
-        quota = format_byte_size(event["quota"]) if event["quota"] else "no quota"
         return (f"{verb} {event['evicted']} models, {format_byte_size(event['freed'])} freed; "
-                f"{format_byte_size(event['usage'])} in use ({quota})")
+                f"{format_byte_size(event['usage'])} in use of {format_byte_size(event['quota'])}")
     return None
 
 

@@ -205,7 +205,7 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
           "How often keep-warm models are refreshed; 0 = only at startup."),
     # --- cache lifecycle
     _Spec("max_cache", "CORRAL_MAX_CACHE", "cache.max_bytes", 0, parse_byte_size,
-          "Byte quota of the blob store (human units), 0 = unlimited."),
+          "Byte quota of the blob store (human units), 0 = none; what the disk can hold always caps it."),
     _Spec("high_watermark", "CORRAL_CACHE_HIGH_WATERMARK", "cache.high_watermark", 0.95, _fraction,
           "Fraction of the quota that starts pruning."),
     _Spec("low_watermark", "CORRAL_CACHE_LOW_WATERMARK", "cache.low_watermark", 0.85, _fraction,

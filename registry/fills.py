@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import secrets
+import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from registry.catalog import Catalog
 from registry.db import FillProgress
 from registry.names import Digest
 from registry.store import QUARANTINE_DIR, BlobStore
+from registry.units import format_byte_size
 from registry.upstream import BlobSource, Upstream, UpstreamError
 
 log = logging.getLogger("corral.fills")
@@ -47,6 +51,7 @@ MIN_SEGMENT = 100_000_000  # ollama's minDownloadPartSize (decimal MB)
 MAX_SEGMENT = 1_000_000_000  # ollama's maxDownloadPartSize
 FLUSH_INTERVAL = 1.0  # seconds between progress checkpoints
 HASH_CHUNK = 1024 * 1024  # one reused buffer per hashing call: no allocation per chunk
+DISK_HEADROOM = 8 * 1024 * 1024  # left free beside the blobs: the catalogue's journal must always fit
 
 
 class FillError(Exception):
@@ -59,6 +64,11 @@ class FillError(Exception):
 
 class DigestMismatch(FillError):
     """The bytes arrived whole but hash to another digest: quarantined, never served."""
+
+
+class DiskFull(FillError):
+    """The store's filesystem cannot hold the blob, even after pruning. Nothing of it is kept:
+    a partial file on a full disk would wedge the catalogue (SQLite needs room to commit)."""
 
 
 @dataclass
@@ -182,12 +192,18 @@ class Fills:
         self._active: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.verification_failures = 0  # fills whose bytes did not hash to their digest (/metrics)
+        # set by the cache lifecycle: one prune, awaited when a fill would not fit on the disk
+        self.make_room: Callable[[], Awaitable[None]] | None = None
 
     def get(self, digest: Digest) -> Fill | None:
         return self._active.get(digest)
 
     def active_digests(self) -> list[Digest]:
         return list(self._active)
+
+    def unwritten_bytes(self) -> int:
+        """Bytes the running fills still have to write: disk space already spoken for."""
+        return sum(fill.size - fill.completed for fill in self._active.values())
 
     def start(self, source: BlobSource, size: int, media_type: str | None = None) -> Fill:
         """Join the running fill of `source.digest`, or start one. Synchronous, hence race-free."""
@@ -222,14 +238,23 @@ class Fills:
         except UpstreamError as exc:
             log.warning("fill of %s stopped (progress kept): %s", fill.digest.short, exc)
             fill.finish(FillError(str(exc), exc))
-        except OSError as exc:
-            log.error("fill of %s stopped (progress kept): %s", fill.digest.short, exc)
-            fill.finish(FillError(f"storing {fill.digest} failed: {exc}", exc))
-        except FillError as exc:
+        except DiskFull as exc:
+            log.error("%s", exc)
             fill.finish(exc)
         except Exception as exc:
-            log.exception("fill of %s failed", fill.digest.short)
-            fill.finish(FillError(f"fill of {fill.digest} failed: {exc}", exc))
+            if _disk_full(exc):
+                await self._give_up_space(fill)
+                message = f"the disk filled up while storing {fill.digest}; its partial download was removed"
+                log.error("%s (%s)", message, exc)
+                fill.finish(DiskFull(message, exc))
+            elif isinstance(exc, OSError):
+                log.error("fill of %s stopped (progress kept): %s", fill.digest.short, exc)
+                fill.finish(FillError(f"storing {fill.digest} failed: {exc}", exc))
+            elif isinstance(exc, FillError):
+                fill.finish(exc)
+            else:
+                log.exception("fill of %s failed", fill.digest.short)
+                fill.finish(FillError(f"fill of {fill.digest} failed: {exc}", exc))
         finally:
             if self._active.get(fill.digest) is fill:
                 del self._active[fill.digest]
@@ -241,9 +266,11 @@ class Fills:
             row = await s.get(FillProgress, str(fill.digest))
         segments = _saved_segments(row, fill.size) if row is not None else None
         if segments is not None and await asyncio.to_thread(_has_size, fill.path, fill.size):
+            await self._ensure_room(fill, fill.size - sum(seg.done for seg in segments))
             fill.segments = segments
             log.info("resuming fill of %s at %d of %d bytes", fill.digest.short, fill.completed, fill.size)
         else:
+            await self._ensure_room(fill, fill.size)
             await asyncio.to_thread(_allocate, fill.path, fill.size)
             fill.segments = segment_layout(fill.size, self.min_segment)
         now = time.time()
@@ -253,6 +280,32 @@ class Fills:
                 source=fill.source.endpoint.base, repository=fill.source.repository,
                 segments=_encode(fill.segments), created_at=row.created_at if row else now, updated_at=now,
             ))
+
+    async def _ensure_room(self, fill: Fill, needed: int) -> None:
+        """Refuse, before any byte is fetched, a fill the disk cannot hold after a prune: failing
+        fast beats filling the disk and failing then. Other fills' unwritten bytes count as used."""
+        others = sum(f.size - f.completed for f in self._active.values() if f is not fill)
+
+        async def room() -> int:
+            return await asyncio.to_thread(self.store.free_space) - others - DISK_HEADROOM
+
+        if await room() >= needed:
+            return
+        if self.make_room is not None:
+            await self.make_room()
+        if (left := await room()) < needed:
+            raise DiskFull(
+                f"not enough disk space for {fill.digest}: {format_byte_size(needed)} to store, "
+                f"{format_byte_size(max(left, 0))} free after pruning; free space or pin fewer models"
+            )
+
+    async def _give_up_space(self, fill: Fill) -> None:
+        """Drop a fill's partial file, then its progress row (SQLite needs the freed room to commit)."""
+        await asyncio.to_thread(fill.path.unlink, missing_ok=True)
+        try:
+            await self._forget_progress(fill.digest)
+        except Exception as exc:
+            log.warning("could not forget the progress of %s: %s", fill.digest.short, exc)
 
     async def _transfer(self, fill: Fill) -> Digest:
         """Fetch the missing segments; meanwhile hash the bytes in order as they become contiguous,
@@ -285,7 +338,10 @@ class Fills:
                 checkpoints.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await checkpoints
-                await asyncio.shield(self._checkpoint(fill, fd))
+                try:
+                    await asyncio.shield(self._checkpoint(fill, fd))
+                except Exception as exc:  # never hide why the transfer stopped (a full disk fails both)
+                    log.warning("could not save the progress of %s: %s", fill.digest.short, exc)
         finally:
             await asyncio.to_thread(os.close, fd)
 
@@ -403,6 +459,14 @@ def _first(group: BaseExceptionGroup) -> BaseException:
         if not isinstance(exc, asyncio.CancelledError):
             return exc
     return group.exceptions[0]
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from a write, or SQLite's SQLITE_FULL (wrapped by SQLAlchemy)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def _has_size(path: Path, size: int) -> bool:

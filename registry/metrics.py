@@ -86,7 +86,8 @@ class CacheMetrics:
         yield CounterMetricFamily("corral_evictions", "Models evicted by quota pruning.", value=self.evictions)
         yield CounterMetricFamily("corral_pruned_bytes", "Bytes freed by pruning (evicted models and "
                                   "unreferenced blobs).", value=self.pruned_bytes)
-        yield GaugeMetricFamily("corral_cache_quota_bytes", "CORRAL_MAX_CACHE (0 = unlimited).", value=self.quota)
+        yield GaugeMetricFamily("corral_cache_quota_bytes", "CORRAL_MAX_CACHE (0 = none set; the disk still caps "
+                                "the cache).", value=self.quota)
         if self.usage is not None:
             size = GaugeMetricFamily("corral_cache_bytes", "Bytes in the blob store: verified blobs, and "
                                      "the full size of blobs being filled.", labels=["kind"])

@@ -13,7 +13,7 @@ from aiohttp import web
 from registry.content import LocalContent, ManifestEntry, blob_unknown, file_response, manifest_unknown
 from registry.errors import OciError
 from registry.fill_response import fill_response
-from registry.fills import DigestMismatch, FillError, Fills
+from registry.fills import DigestMismatch, DiskFull, FillError, Fills
 from registry.manifest_cache import ManifestCache
 from registry.names import Digest, ModelName
 from registry.upstream import (
@@ -49,6 +49,8 @@ def oci_error(exc: Exception, unknown: OciError) -> Exception:
         return OciError(404, unknown.code, f"{unknown.message}: not cached, and {cause}", unknown.detail)
     if isinstance(exc, DigestMismatch):
         return OciError(502, "BLOB_UNKNOWN", str(exc), unknown.detail)
+    if isinstance(exc, DiskFull):
+        return OciError(507, "UNAVAILABLE", str(exc), unknown.detail)
     return OciError(502, "UNAVAILABLE", str(exc), unknown.detail)
 
 

@@ -1,9 +1,12 @@
 """Byte quota with least-recently-used eviction of whole models, and garbage collection of blobs.
 
-When the store holds more than CORRAL_CACHE_HIGH_WATERMARK × CORRAL_MAX_CACHE, models (tags)
-are evicted in order of last use (a pull or a run; the fetch or creation time for a model never
-used) until it holds at most the low watermark. Usage counts verified blobs plus the full size of
-fills in progress, so room is made while a big fill runs rather than after the disk is full.
+When the store holds more than CORRAL_CACHE_HIGH_WATERMARK × the quota, models (tags) are
+evicted in order of last use (a pull or a run; the fetch or creation time for a model never used)
+until it holds at most the low watermark. The quota is CORRAL_MAX_CACHE, and never more than the
+store's filesystem can hold (what the store occupies plus the free space, less what running fills
+have still to write): with no quota set, the disk is the quota, so the cache never fills it.
+Usage counts verified blobs plus the full size of fills in progress, so room is made while a big
+fill runs rather than after the disk is full.
 Never evicted: pinned tags, tags matching CORRAL_KEEP (globs) or listed in CORRAL_SYNC, and a
 tag whose eviction would delete a blob that is being read (a lease), filled, or is loaded in the
 runner. A tag whose blobs are all held by such models is skipped too: evicting it frees nothing.
@@ -41,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from registry.catalog import Catalog
 from registry.config import Settings
 from registry.db import BLOB_VERIFIED, Blob, FillProgress, Manifest, ManifestLayer, Tag
-from registry.fills import Fills
+from registry.fills import DISK_HEADROOM, Fills
 from registry.leases import discard, inode_of
 from registry.metrics import CacheMetrics, Usage
 from registry.names import Digest, InvalidNameError, ModelName
@@ -131,6 +134,7 @@ class Plan:
     quota: int
     high: int
     low: int
+    disk_bound: bool  # the quota is what the disk can hold (less than CORRAL_MAX_CACHE, or none set)
     evictions: list[Eviction] = field(default_factory=list)
     kept: list[tuple[TagInfo, str]] = field(default_factory=list)
     orphan_manifests: list[str] = field(default_factory=list)
@@ -139,7 +143,7 @@ class Plan:
 
     @property
     def over(self) -> bool:
-        return self.quota > 0 and self.usage.total > self.high
+        return self.usage.total > self.high
 
     @property
     def short_by(self) -> int:
@@ -203,11 +207,25 @@ class Pruner:
         self.metrics.usage = usage
         return usage
 
+    async def quota(self, usage: Usage) -> tuple[int, bool]:
+        """The quota in force, and whether the disk sets it: CORRAL_MAX_CACHE capped by what the
+        store's filesystem can hold."""
+        free = await asyncio.to_thread(self.store.free_space)
+        room = usage.total - self.fills.unwritten_bytes() + free - DISK_HEADROOM
+        configured = self.settings.max_cache
+        return (configured, False) if 0 < configured <= room else (room, True)
+
+    async def make_room(self) -> None:
+        """One prune now (for a fill that would not fit on the disk)."""
+        async for _ in self.run():
+            pass
+
     async def plan(self) -> Plan:
         """What a run would do now, from one snapshot of the catalogue."""
         usage = await self.measure()
-        quota = self.settings.max_cache
-        plan = Plan(usage, quota, int(quota * self.settings.high_watermark), int(quota * self.settings.low_watermark))
+        quota, disk_bound = await self.quota(usage)
+        plan = Plan(usage, quota, int(quota * self.settings.high_watermark), int(quota * self.settings.low_watermark),
+                    disk_bound)
         now = time.time()
         async with self.sessions() as s:
             tags = [
@@ -324,8 +342,7 @@ class Pruner:
                 self.last_run = summary
                 if evicted or freed:
                     log.info("prune: evicted %d models, freed %s; %s in use of %s", evicted,
-                             format_byte_size(freed), format_byte_size(summary["usage"]),
-                             format_byte_size(plan.quota) if plan.quota else "unlimited")
+                             format_byte_size(freed), format_byte_size(summary["usage"]), format_byte_size(plan.quota))
             yield summary
 
     async def _evict(self, eviction: Eviction) -> int | str:
@@ -398,8 +415,8 @@ class Pruner:
                 seen, due = active, time.monotonic() + self.interval
                 try:
                     usage = await self.measure()
-                    quota = self.settings.max_cache
-                    over = quota > 0 and usage.total > quota * self.settings.high_watermark
+                    quota, _ = await self.quota(usage)
+                    over = usage.total > quota * self.settings.high_watermark
                     if over or time.time() - self._last_sweep > ORPHAN_SWEEP:
                         async for _ in self.run():
                             pass
@@ -434,16 +451,14 @@ async def _unreferenced(s: AsyncSession, candidates: Iterable[str]) -> dict[str,
 
 
 def _plan_event(plan: Plan) -> Event:
-    if plan.quota <= 0:
-        message = f"{format_byte_size(plan.usage.total)} in use; no quota (CORRAL_MAX_CACHE) set"
-    else:
-        message = (f"{format_byte_size(plan.usage.total)} in use of {format_byte_size(plan.quota)}; "
-                   + (f"over the high watermark ({format_byte_size(plan.high)}), evicting least recently used "
-                      f"models down to {format_byte_size(plan.low)}" if plan.over
-                      else f"under the high watermark ({format_byte_size(plan.high)})"))
+    source = " (all the disk can hold)" if plan.disk_bound else ""
+    message = (f"{format_byte_size(plan.usage.total)} in use of {format_byte_size(plan.quota)}{source}; "
+               + (f"over the high watermark ({format_byte_size(plan.high)}), evicting least recently used "
+                  f"models down to {format_byte_size(plan.low)}" if plan.over
+                  else f"under the high watermark ({format_byte_size(plan.high)})"))
     return {"status": "plan", "usage": plan.usage.total, "stored": plan.usage.stored,
-            "filling": plan.usage.filling, "quota": plan.quota, "high": plan.high, "low": plan.low,
-            "over": plan.over, "reason": message}
+            "filling": plan.usage.filling, "quota": plan.quota, "disk_bound": plan.disk_bound,
+            "high": plan.high, "low": plan.low, "over": plan.over, "reason": message}
 
 
 def _lru_reason(eviction: Eviction) -> str:

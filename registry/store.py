@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,10 @@ class BlobStore:
 
     def exists(self, digest: Digest) -> bool:
         return self.path(digest).is_file()
+
+    def free_space(self) -> int:
+        """Bytes still free on the blobs directory's filesystem (statvfs: call off the event loop)."""
+        return shutil.disk_usage(self.root).free
 
     def size(self, digest: Digest) -> int | None:
         try:

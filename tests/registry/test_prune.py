@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import random
 import socket
 from pathlib import Path
 
@@ -17,35 +15,22 @@ from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.names import Digest, ModelName
 from registry.prune import KeepList
 from tests.support.cache import (
+    add_model,
     api_pull,
     assert_consistent,
     blob_files,
     cache_mirror,
+    key,
     lifecycle_of,
     tags,
     wait_for,
 )
+from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.models import smollm2_gguf
 
 MB = 1_000_000
 READ_CHUNK = 64 * 1024
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def add_model(registry: FakeOllamaRegistry, name: str, size: int) -> bytes:
-    """A model whose weights are `size` random bytes; template, params and config are shared by all."""
-    weights = random.Random(name).randbytes(size)
-    registry.add_model(f"library/{name}", "latest",
-                       [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, b"{{ .Prompt }}"), (MEDIA_PARAMS, b"{}")])
-    return weights
-
-
-def key(name: str) -> str:
-    return ModelName.parse(name).key
 
 
 class StalledReader:

@@ -4,6 +4,7 @@ that the catalogue and the blobs directory agree."""
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -12,10 +13,26 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from registry.lifecycle import LIFECYCLE, Lifecycle
+from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
+from registry.names import ModelName
 from registry.server import create_app
+from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import mirror_settings, services_of, tune
 
 BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
+
+
+def add_model(registry: FakeOllamaRegistry, name: str, size: int) -> bytes:
+    """A model whose weights are `size` random bytes; template, params and config are shared by all."""
+    weights = random.Random(name).randbytes(size)
+    registry.add_model(f"library/{name}", "latest",
+                       [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, b"{{ .Prompt }}"), (MEDIA_PARAMS, b"{}")])
+    return weights
+
+
+def key(name: str) -> str:
+    """A model name as the catalogue keys its tag."""
+    return ModelName.parse(name).key
 
 
 async def cache_mirror(aiohttp_client: Callable[..., Awaitable[TestClient]], root: Path, upstream: str,

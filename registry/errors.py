@@ -7,6 +7,9 @@ them (and any unexpected exception) into the right body, so no traceback ever re
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 from aiohttp import web
 
 
@@ -39,3 +42,21 @@ def oci_error_response(err: OciError) -> web.Response:
     if err.detail is not None:
         entry["detail"] = err.detail
     return web.json_response({"errors": [entry]}, status=err.status)
+
+
+DISK_FULL_MESSAGE = "not enough disk space on the server: free some, or prune or delete models"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from a write, or SQLite's SQLITE_FULL (as SQLAlchemy wraps it), anywhere in
+    the chain of causes: a full disk is the operator's problem to fix, not an internal error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(current, sqlite3.Error) and getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False

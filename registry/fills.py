@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.catalog import Catalog
 from registry.db import FillProgress
+from registry.errors import is_disk_full
 from registry.names import Digest
 from registry.store import QUARANTINE_DIR, BlobStore
 from registry.units import format_byte_size
@@ -242,7 +241,7 @@ class Fills:
             log.error("%s", exc)
             fill.finish(exc)
         except Exception as exc:
-            if _disk_full(exc):
+            if is_disk_full(exc):
                 await self._give_up_space(fill)
                 message = f"the disk filled up while storing {fill.digest}; its partial download was removed"
                 log.error("%s (%s)", message, exc)
@@ -459,14 +458,6 @@ def _first(group: BaseExceptionGroup) -> BaseException:
         if not isinstance(exc, asyncio.CancelledError):
             return exc
     return group.exceptions[0]
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """ENOSPC/EDQUOT from a write, or SQLite's SQLITE_FULL (wrapped by SQLAlchemy)."""
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    orig = getattr(exc, "orig", None)
-    return isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def _has_size(path: Path, size: int) -> bool:

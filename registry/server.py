@@ -19,7 +19,14 @@ from registry.catalog import Catalog
 from registry.config import Settings
 from registry.content import LocalContent
 from registry.db import make_engine, make_sessionmaker, upgrade_database
-from registry.errors import ApiError, OciError, api_error_response, oci_error_response
+from registry.errors import (
+    DISK_FULL_MESSAGE,
+    ApiError,
+    OciError,
+    api_error_response,
+    is_disk_full,
+    oci_error_response,
+)
 from registry.fills import Fills
 from registry.keys import load_or_create_key
 from registry.leases import Leases
@@ -60,7 +67,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         status = 499
         raise
-    except Exception:
+    except Exception as exc:
+        if is_disk_full(exc):
+            status = 507
+            log.error("disk full on %s %s: %s", request.method, request.path, exc)
+            if request.path.startswith("/v2/"):
+                return oci_error_response(OciError(507, "UNAVAILABLE", DISK_FULL_MESSAGE))
+            return api_error_response(507, DISK_FULL_MESSAGE)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if request.path.startswith("/v2/"):
             return oci_error_response(OciError(500, "UNKNOWN", "internal server error"))

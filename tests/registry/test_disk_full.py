@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +125,16 @@ async def test_a_disk_that_fills_up_mid_fill_ends_it_and_gives_the_room_back(
     await api_pull(mirror, "m")  # afterwards the same pull works
     assert sha(weights) in blob_files(small_disk)
     assert_consistent(small_disk)
+
+
+async def test_an_upload_the_disk_cannot_hold_is_507_and_leaves_nothing(
+    small_disk: Path, aiohttp_client, fake_registry: FakeOllamaRegistry
+) -> None:
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    data = os.urandom(70 * MB)
+    resp = await mirror.post(f"/api/blobs/{sha(data)}", data=data)
+    assert resp.status == 507
+    assert "not enough disk space" in (await resp.json())["error"]
+    assert list((small_disk / "models" / "blobs").iterdir()) == []  # the temporary file went too
+    small = os.urandom(MB)
+    assert (await mirror.post(f"/api/blobs/{sha(small)}", data=small)).status == 201

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,15 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from registry.server import create_app
 from tests.registry.conftest import make_settings
 from tests.support.cache import cache_mirror, lifecycle_of, tags, wait_for
+from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import OLLAMA_UA, LegacyPuller
 from tests.support.mirror import SMALL_SEGMENT, model_layers
 
 CHROMIUM = shutil.which("chromium")
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from aiohttp.test_utils import TestClient
@@ -10,10 +9,7 @@ from aiohttp.test_utils import TestClient
 from registry.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL, MEDIA_TEMPLATE
 from registry.names import Digest, ModelName
 from registry.services import SERVICES
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from tests.support.digests import sha256_bytes as sha
 
 
 async def upload(client: TestClient, data: bytes) -> Digest:

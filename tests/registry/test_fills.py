@@ -4,7 +4,6 @@ faults survived, corruption quarantined, progress resumed."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -16,15 +15,12 @@ from aiohttp.test_utils import TestClient
 
 from registry.names import Digest
 from registry.upstream import BlobSource, default_user_agent
+from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import OLLAMA_UA, LegacyPuller
 from tests.support.mirror import SMALL_SEGMENT, model_layers, services_of
 
 SIZE = 400_000  # 7 segments of 64 KiB, the last one shorter
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def setup_model(registry: FakeOllamaRegistry, seed: int = 1, size: int = SIZE) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -12,13 +11,10 @@ from aiohttp.test_utils import TestClient
 from registry.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL
 from registry.names import Digest, ModelName
 from registry.services import SERVICES
+from tests.support.digests import sha256_bytes as sha
 
 BLOB = os.urandom(300_001)
 CONFIG = b'{"model_format":"gguf","model_family":"llama"}'
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

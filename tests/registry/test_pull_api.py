@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -13,16 +12,13 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import GATE_MESSAGE, FakeOllamaRegistry
 from tests.support.legacy_pull import OLLAMA_UA
 from tests.support.mirror import mirror_client, model_layers, services_of
 from tests.support.server import free_port
 
 Client = Callable[..., Awaitable[TestClient]]
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 async def pull_lines(client: TestClient, body: dict) -> list[dict]:

@@ -3,7 +3,6 @@ inconsistent by a crash is put right (and reported) before the first request."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -16,13 +15,10 @@ from registry.server import create_app
 from tests.registry.conftest import make_settings
 from tests.support.airgap import add_model
 from tests.support.cache import assert_consistent, cache_mirror, lifecycle_of, wait_for
+from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import LegacyPuller
 from tests.support.mirror import SMALL_SEGMENT, model_layers
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_path(root: Path, digest: str) -> Path:

@@ -200,6 +200,8 @@ def bench_cold(s: Setup, reps: int, wan_rates: list[int]) -> None:
           "the upstream (docker-registry)", flush=True)
     print(f"  sha256 on one core of this machine: {format_byte_size(int(sha256_rate()))}/s (every byte is hashed "
           "before the last one is served)", flush=True)
+    print(f"  this disk stores {format_byte_size(int(disk_write_rate(s.root, s.size)))}/s (write + fdatasync; "
+          "every byte of a cold pull is stored)", flush=True)
     print("  loopback, unthrottled:", flush=True)
     direct = cold_runs(s, reps, s.upstream.url, "loopback")
     compare("single pull (reference)", s.size, proxy_cold_runs(s, reps), direct, "direct", "-",
@@ -279,6 +281,20 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def disk_write_rate(directory: Path, size: int) -> float:
+    """Bytes/s this disk stores durably (write + fdatasync), as a fill must before it verifies."""
+    path = directory / "disk-rate"
+    block = os.urandom(4 << 20)
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        for _ in range(0, size, len(block)):
+            f.write(block)
+        os.fdatasync(f.fileno())
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return size / elapsed
 
 
 def sha256_rate() -> float:

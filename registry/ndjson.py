@@ -8,12 +8,15 @@ keeps its HTTP status; one raised mid-stream becomes an `{"error": …}` line, a
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from registry.errors import ApiError
+from registry.errors import DISK_FULL_MESSAGE, ApiError, is_disk_full
+
+log = logging.getLogger("corral")
 
 NDJSON = "application/x-ndjson"
 
@@ -39,12 +42,23 @@ async def stream_progress(
                 response = web.StreamResponse(headers={"Content-Type": NDJSON})
                 await response.prepare(request)
             await response.write(dumps(event))
-    except ApiError as err:
+    except Exception as exc:
         if response is None:
-            raise
-        await response.write(dumps({"error": err.message}))
+            raise  # the middleware answers with the right status
+        await response.write(dumps({"error": _mid_stream_message(exc)}))
     if response is None:
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
     await response.write_eof()
     return response
+
+
+def _mid_stream_message(exc: Exception) -> str:
+    """What the error line says once the status line is gone: the middleware's words, not a cut."""
+    if isinstance(exc, ApiError):
+        return exc.message
+    if is_disk_full(exc):
+        log.error("disk full while streaming a reply: %s", exc)
+        return DISK_FULL_MESSAGE
+    log.exception("failed in the middle of a streamed reply")
+    return "internal server error"

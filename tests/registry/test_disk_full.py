@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.errors import DISK_FULL_MESSAGE
 from registry.names import Digest
 from tests.support.cache import (
     add_model,
@@ -27,6 +29,7 @@ from tests.support.cache import (
 )
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.models import write_gguf
 
 MB = 1_000_000
 
@@ -138,3 +141,21 @@ async def test_an_upload_the_disk_cannot_hold_is_507_and_leaves_nothing(
     assert list((small_disk / "models" / "blobs").iterdir()) == []  # the temporary file went too
     small = os.urandom(MB)
     assert (await mirror.post(f"/api/blobs/{sha(small)}", data=small)).status == 201
+
+
+async def test_a_create_that_runs_out_of_disk_ends_with_an_error_line(
+    small_disk: Path, tmp_path: Path, aiohttp_client, fake_registry: FakeOllamaRegistry
+) -> None:
+    """Past the status line, a full disk is the stream's last line, not a cut-off stream."""
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    weights = write_gguf(tmp_path / "tiny.gguf").read_bytes()
+    assert (await mirror.post(f"/api/blobs/{sha(weights)}", data=weights)).status == 201
+    filler = await asyncio.to_thread(fill_up, small_disk)
+    async with asyncio.timeout(30):  # a stream cut without its last line once left the client waiting
+        resp = await mirror.post("/api/create", json={"model": "tiny", "files": {"tiny.gguf": sha(weights)}})
+        lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert resp.status == 200 and lines[0]["status"]  # the stream had begun
+    assert lines[-1] == {"error": DISK_FULL_MESSAGE}
+    filler.unlink()
+    resp = await mirror.post("/api/create", json={"model": "tiny", "files": {"tiny.gguf": sha(weights)}})
+    assert json.loads((await resp.text()).splitlines()[-1]) == {"status": "success"}

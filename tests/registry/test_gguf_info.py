@@ -13,7 +13,7 @@ import pytest
 
 from registry import gguf_info
 from registry.gguf_info import GGUFError, GGUFInfo, capabilities, human_number, read_gguf_info
-from tests.support.models import smollm2_gguf
+from tests.support.models import smollm2_gguf, write_gguf
 
 SMOLLM2_PARAMETERS = 134_515_008
 
@@ -35,25 +35,6 @@ def spy_on_reads(monkeypatch: pytest.MonkeyPatch, *, sizes_requested: bool = Fal
 
     monkeypatch.setattr(gguf_info, "open", lambda path, mode: Recording(path, "r"), raising=False)
     return log
-
-
-def write_gguf(
-    path: Path,
-    arch: str = "llama",
-    kv: Callable[[gguf.GGUFWriter], None] | None = None,
-    tensors: dict[str, np.ndarray] | None = None,
-) -> Path:
-    """A small GGUF file: the architecture, whatever `kv` adds, and F32 tensors."""
-    writer = gguf.GGUFWriter(str(path), arch)
-    if kv is not None:
-        kv(writer)
-    for name, data in (tensors or {"output.weight": np.zeros((4, 8), dtype=np.float32)}).items():
-        writer.add_tensor(name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 # --- the real model ---------------------------------------------------------------------------------

@@ -66,8 +66,9 @@ class DigestMismatch(FillError):
 
 
 class DiskFull(FillError):
-    """The store's filesystem cannot hold the blob, even after pruning. Nothing of it is kept:
-    a partial file on a full disk would wedge the catalogue (SQLite needs room to commit)."""
+    """The store's filesystem cannot hold the blob: found before fetching (even after a prune),
+    or when a write failed mid-fill, and then the partial file is removed, since on a full disk
+    it would wedge the catalogue (SQLite needs room to commit)."""
 
 
 @dataclass

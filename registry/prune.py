@@ -211,7 +211,7 @@ class Pruner:
         """The quota in force, and whether the disk sets it: CORRAL_MAX_CACHE capped by what the
         store's filesystem can hold."""
         free = await asyncio.to_thread(self.store.free_space)
-        room = usage.total - self.fills.unwritten_bytes() + free - DISK_HEADROOM
+        room = max(usage.total - self.fills.unwritten_bytes() + free - DISK_HEADROOM, 0)
         configured = self.settings.max_cache
         return (configured, False) if 0 < configured <= room else (room, True)
 

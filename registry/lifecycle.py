@@ -50,7 +50,7 @@ class Lifecycle:
         self.pruner = Pruner(self.settings, services.catalog, services.fills,
                              self.runner.loaded_paths, self.metrics, interval=self.prune_interval,
                              poll=self.prune_poll)
-        services.fills.make_room = self.pruner.make_room
+        services.fills.make_room = self.pruner.run_to_end
         self.scrubber = Scrubber(services.catalog, services.sessions, services.leases, self.metrics)
         self.keep_warm = KeepWarm(services)
         self.metrics.attach(services, self.runner, self.readers)

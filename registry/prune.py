@@ -215,8 +215,9 @@ class Pruner:
         configured = self.settings.max_cache
         return (configured, False) if 0 < configured <= room else (room, True)
 
-    async def make_room(self) -> None:
-        """One prune now (for a fill that would not fit on the disk)."""
+    async def run_to_end(self) -> None:
+        """One prune, carried out without anyone reading its events (the background check, and a
+        fill that would not fit on the disk)."""
         async for _ in self.run():
             pass
 
@@ -418,8 +419,7 @@ class Pruner:
                     quota, _ = await self.quota(usage)
                     over = usage.total > quota * self.settings.high_watermark
                     if over or time.time() - self._last_sweep > ORPHAN_SWEEP:
-                        async for _ in self.run():
-                            pass
+                        await self.run_to_end()
                 except Exception:
                     log.exception("background prune failed; trying again in %.0fs", self.interval)
             await asyncio.sleep(self.poll)

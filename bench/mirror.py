@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from registry.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
+from registry.model.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
 from registry.units import format_byte_size, parse_byte_size
 from tests.support.docker_registry import DockerRegistry, push_model, start_registry
 from tests.support.legacy_pull import OLLAMA_UA, part_ranges

@@ -64,7 +64,7 @@ def serve(port: int, threads: int) -> None:
     """Run the runner's routes alone on a port, resolving only "smollm2"."""
     from aiohttp import web
 
-    from runner.api import Runner
+    from runner.http.ollama import Runner
     from runner.scheduler import RunnerConfig
     from runner.spec import ModelNotFoundError, ModelSpec
 

@@ -5,7 +5,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from registry.db import Base
+from registry.storage.db import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,15 +1,15 @@
 """Parsing of the human-friendly values settings accept: durations and byte sizes.
 
-Durations use Go's grammar ("1h30m", "250ms", "-1m", "0") through the runner's parser, the one
-`keep_alive` in requests goes through, so a setting and a request accept exactly the same text;
-byte sizes accept decimal and binary units because operators write quotas as "200GB" or "1.5TiB".
+Durations use Go's grammar ("1h30m", "250ms", "-1m", "0") through the runner's stdlib-only
+parser (`runner.duration`), the one `keep_alive` in requests goes through, so a setting and a
+request accept exactly the same text; byte sizes accept decimal and binary units because operators write quotas as "200GB" or "1.5TiB".
 """
 
 from __future__ import annotations
 
 import re
 
-from runner.options import parse_go_duration
+from runner.duration import parse_go_duration
 
 
 def parse_duration_setting(text: str) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.duration import parse_go_duration
 from runner.errors import RequestError
 
 log = logging.getLogger(__name__)
@@ -105,33 +106,6 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
     if not all(isinstance(item, str) for item in value):
         raise RequestError(400, f'option "{key}" must be of an array of strings')
     return tuple(value)
-
-
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)?")
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds for a Go duration string, with time.ParseDuration's grammar and error messages."""
-    s = text
-    sign = 1.0
-    if s[:1] in ("+", "-"):
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total, pos = 0.0, 0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if not m:
-            raise ValueError(f'time: invalid duration "{text}"')
-        if m.group(2) is None:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    return sign * total
 
 
 def parse_keep_alive(value: Any) -> float | None:

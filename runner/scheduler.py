@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.engine import Engine, EngineSettings
+from runner.engine.engine import Engine, EngineSettings
 from runner.errors import QUEUE_FULL_MESSAGE, RequestError
-from runner.memory import footprint, offload_layers
-from runner.native import gpu_offload_supported
+from runner.engine.memory import footprint, offload_layers
+from runner.engine.native import gpu_offload_supported
 from runner.options import FOREVER, RunnerOptions, keep_alive_setting
 from runner.spec import ModelSpec
 

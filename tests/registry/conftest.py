@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from registry.config import Settings, load_settings
-from registry.server import create_app
+from registry.server.app import create_app
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import mirror_client
 

@@ -14,7 +14,7 @@ import ollama
 import pytest
 
 from runner.scheduler import RunnerConfig
-from tests.runner.conftest import StartRunner, smollm2_spec
+from tests.support.runner import StartRunner, smollm2_spec
 
 pytestmark = pytest.mark.model
 

@@ -11,7 +11,7 @@ import pytest
 
 from runner.scheduler import RunnerConfig
 from runner.spec import ModelSpec
-from tests.runner.conftest import Harness, StartRunner, smollm2_spec
+from tests.support.runner import Harness, StartRunner, smollm2_spec
 
 pytestmark = pytest.mark.model
 

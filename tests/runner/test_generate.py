@@ -7,7 +7,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.runner.conftest import Harness
+from tests.support.runner import Harness
 
 pytestmark = pytest.mark.model
 

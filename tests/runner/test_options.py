@@ -6,7 +6,7 @@ import pytest
 
 from runner.errors import RequestError
 from runner.options import FOREVER, build_options, parse_go_duration, parse_keep_alive
-from runner.textstream import TextStream
+from runner.engine.textstream import TextStream
 
 
 def test_defaults_are_ollamas() -> None:

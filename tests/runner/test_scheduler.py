@@ -15,7 +15,7 @@ import pytest
 
 from runner.errors import QUEUE_FULL_MESSAGE
 from runner.scheduler import RunnerConfig
-from tests.runner.conftest import Harness, StartRunner, smollm2_spec
+from tests.support.runner import Harness, StartRunner, smollm2_spec
 from tests.support.models import smollm2_gguf
 
 pytestmark = pytest.mark.model

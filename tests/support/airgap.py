@@ -10,10 +10,10 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from registry.keys import load_or_create_key, public_key_line
-from registry.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL, MEDIA_TEMPLATE
-from registry.names import ModelName
-from registry.services import SERVICES
+from registry.auth.keys import load_or_create_key, public_key_line
+from registry.model.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL, MEDIA_TEMPLATE
+from registry.model.names import ModelName
+from registry.server.services import SERVICES
 from tests.support.digests import sha256_bytes
 from tests.support.models import write_modelfile
 from tests.support.server import ServerProcess, base_env, start_server

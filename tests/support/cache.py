@@ -12,10 +12,10 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
-from registry.lifecycle import LIFECYCLE, Lifecycle
-from registry.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
-from registry.names import ModelName
-from registry.server import create_app
+from registry.cache.lifecycle import LIFECYCLE, Lifecycle
+from registry.model.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
+from registry.model.names import ModelName
+from registry.server.app import create_app
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import mirror_settings, services_of, tune
 

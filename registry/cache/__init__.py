@@ -1,0 +1,1 @@
+"""The cache lifecycle: quota pruning, scrubbing, background work, status and the admin routes."""

@@ -1,0 +1,1 @@
+"""The corral command: the argument parser, one module per command group, and the HTTP client they share."""

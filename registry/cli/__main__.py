@@ -1,0 +1,7 @@
+"""`python -m registry.cli`: the same entry point as the `corral` script."""
+
+import sys
+
+from registry.cli.main.main import main
+
+sys.exit(main())

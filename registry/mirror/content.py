@@ -1,0 +1,87 @@
+"""Content sources behind the `/v2/` handlers: where manifests and blob bytes come from.
+
+`LocalContent` serves what the store holds. The pull-through mirror wraps it (like the Docker
+distribution registry's proxy wraps its storage), so the handlers never know whether bytes are
+local, being filled, or still upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from registry.storage.catalog import Catalog
+from registry.web.errors import OciError
+from registry.model.names import Digest, ModelName
+from registry.mirror.responses import TrackedFileResponse
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+
+class ContentSource(Protocol):
+    async def manifest(self, name: ModelName, request: web.Request) -> ManifestEntry: ...
+
+    async def manifest_by_digest(self, name: ModelName, digest: Digest, request: web.Request) -> ManifestEntry: ...
+
+    async def blob_size(self, name: ModelName, digest: Digest, request: web.Request) -> int: ...
+
+    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse: ...
+
+
+def manifest_unknown(name: ModelName | str) -> OciError:
+    return OciError(404, "MANIFEST_UNKNOWN", "manifest unknown", {"name": str(name)})
+
+
+def blob_unknown(digest: Digest) -> OciError:
+    return OciError(404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": str(digest)})
+
+
+class LocalContent:
+    """Serves verified content from the catalogue and the blob store; never goes upstream."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    async def manifest(self, name: ModelName, request: web.Request) -> ManifestEntry:
+        record = await self.catalog.get(name)
+        if record is None:
+            raise manifest_unknown(name)
+        await self.catalog.touch(name)
+        return ManifestEntry(record.raw, record.media_type, record.manifest_digest)
+
+    async def manifest_by_digest(self, name: ModelName, digest: Digest, request: web.Request) -> ManifestEntry:
+        found = await self.catalog.get_manifest(digest)
+        if found is None:
+            raise manifest_unknown(f"{name.repository}@{digest}")
+        return ManifestEntry(found[0], found[1], digest)
+
+    async def blob_size(self, name: ModelName, digest: Digest, request: web.Request) -> int:
+        size = await self.catalog.servable_size(digest)
+        if size is None:
+            raise blob_unknown(digest)
+        return size
+
+    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
+        await self.blob_size(name, digest, request)
+        return file_response(self.catalog.store.path(digest), request)
+
+
+def file_response(path, request: web.Request) -> web.FileResponse:
+    """A sendfile-backed response with Range support and the `Location` ollama's downloader needs.
+
+    ollama's legacy client resolves a "direct URL" from the blob GET's `Location` header and
+    fails without one; pointing it at the same path makes it fetch the ranges from us.
+    """
+    response = TrackedFileResponse(path, request, chunk_size=1024 * 1024)  # leased until sent: never pruned
+    response.headers["Content-Type"] = "application/octet-stream"
+    response.headers["Accept-Ranges"] = "bytes"
+    if "Range" not in request.headers:
+        response.headers["Location"] = str(request.rel_url)
+    return response

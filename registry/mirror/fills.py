@@ -1,0 +1,493 @@
+"""Single-flight upstream fills: one transfer per digest in the process, readable while it runs.
+
+A fill writes `blobs/sha256-<hex>-partial` in segments laid out exactly like ollama's download
+parts (16 parts of clamp(size/16, 100 MB, 1 GB)) and fetches up to 16 of them concurrently. Why
+segments: ollama's client asks for its 16 parts at once and gives up on a part that sees no byte
+for 30 s; with the same layout every part it asks for is being filled from its first byte, so no
+part waits behind the others, and the upstream still sends each byte exactly once. A reader of
+any other range simply waits for the segment that covers it (no extra upstream range fetch).
+
+Progress (bytes done per segment) is saved in the `fills` table once a second, after the partial
+file is fdatasync'ed, so after kill -9 the next request resumes every segment where it stopped.
+(A table rather than ollama's `-partial-N` sidecar files: one transaction per checkpoint, and
+prune and status can list fills with a query.) While bytes arrive, a hasher follows the
+contiguous prefix in order, so little is left to hash when the last byte lands. The blob becomes
+`verified` only once the whole file hashes to its digest; then it is renamed to its final name
+and recorded in the catalogue. A mismatch moves the partial file to `quarantine/`, fails every
+waiting reader and forgets the progress, so the next request fetches from scratch. The fill runs
+in its own task: a client that disconnects does not stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from registry.storage.catalog import Catalog
+from registry.storage.db import FillProgress
+from registry.web.errors import is_disk_full
+from registry.model.names import Digest
+from registry.storage.store import QUARANTINE_DIR, BlobStore
+from registry.units import format_byte_size
+from registry.mirror.upstream import BlobSource, Upstream, UpstreamError
+
+log = logging.getLogger("corral.fills")
+
+SEGMENTS = 16  # ollama's numDownloadParts: also the number of segments fetched at once
+MIN_SEGMENT = 100_000_000  # ollama's minDownloadPartSize (decimal MB)
+MAX_SEGMENT = 1_000_000_000  # ollama's maxDownloadPartSize
+FLUSH_INTERVAL = 1.0  # seconds between progress checkpoints
+HASH_CHUNK = 1024 * 1024  # one reused buffer per hashing call: no allocation per chunk
+DISK_HEADROOM = 8 * 1024 * 1024  # left free beside the blobs: the catalogue's journal must always fit
+
+
+class FillError(Exception):
+    """The fill did not produce a verified blob; `cause` is the upstream error, if any."""
+
+    def __init__(self, message: str, cause: Exception | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class DigestMismatch(FillError):
+    """The bytes arrived whole but hash to another digest: quarantined, never served."""
+
+
+class DiskFull(FillError):
+    """The store's filesystem cannot hold the blob: found before fetching (even after a prune),
+    or when a write failed mid-fill, and then the partial file is removed, since on a full disk
+    it would wedge the catalogue (SQLite needs room to commit)."""
+
+
+@dataclass
+class Segment:
+    offset: int
+    length: int
+    done: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.length
+
+
+def segment_layout(size: int, min_segment: int = MIN_SEGMENT) -> list[Segment]:
+    """ollama's part split: clamp(size/16, min, 1 GB) per part, the last one shorter."""
+    if size <= 0:
+        return []
+    part = min(max(size // SEGMENTS, min_segment), MAX_SEGMENT)
+    return [Segment(offset, min(part, size - offset)) for offset in range(0, size, part)]
+
+
+class Fill:
+    """One blob being filled. Readers ask `available`/`wait_for`; only Fills changes its state."""
+
+    def __init__(self, source: BlobSource, size: int, media_type: str | None, path: Path) -> None:
+        self.source = source
+        self.size = size
+        self.media_type = media_type
+        self.path = path
+        self.segments: list[Segment] = []
+        self.flowing = False  # bytes are arriving (or were all on disk already)
+        self.finished = False
+        self.error: FillError | None = None
+        self.dirty = False
+        self._changed = asyncio.Event()
+
+    @property
+    def digest(self) -> Digest:
+        return self.source.digest
+
+    @property
+    def completed(self) -> int:
+        return self.size if self.verified else sum(s.done for s in self.segments)
+
+    @property
+    def verified(self) -> bool:
+        return self.finished and self.error is None
+
+    def available(self, pos: int) -> int:
+        """End of the run of bytes present on disk from `pos` (== pos when none is there yet)."""
+        if self.verified:
+            return self.size
+        end = pos
+        for seg in self.segments:
+            if seg.end <= end:
+                continue
+            if seg.offset > end or seg.offset + seg.done <= end:
+                break
+            end = seg.offset + seg.done
+            if not seg.complete:
+                break
+        return end
+
+    async def wait_for(self, pos: int) -> int:
+        """Wait until a byte at `pos` is present; return the end of the present run. Raises FillError."""
+        while True:
+            changed = self._changed
+            if self.error is not None:
+                raise self.error
+            end = self.available(pos)
+            if end > pos or self.verified:
+                return end
+            await changed.wait()
+
+    async def wait_started(self) -> None:
+        """Wait until upstream delivers bytes (or they are already on disk); raises FillError."""
+        while not (self.flowing or self.finished):
+            await self._changed.wait()
+        if self.error is not None and not self.flowing:
+            raise self.error
+
+    async def wait_finished(self) -> None:
+        """Wait for the verdict; raises FillError if there is no verified blob."""
+        while not self.finished:
+            await self._changed.wait()
+        if self.error is not None:
+            raise self.error
+
+    def notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def finish(self, error: FillError | None = None) -> None:
+        self.finished, self.error = True, error
+        self.notify()
+
+
+class Fills:
+    """The process-wide registry of fills: `start` joins a running fill or begins one."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        catalog: Catalog,
+        sessions: async_sessionmaker[AsyncSession],
+        upstream: Upstream,
+        *,
+        min_segment: int = MIN_SEGMENT,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.sessions = sessions
+        self.upstream = upstream
+        self.min_segment = min_segment
+        self.flush_interval = flush_interval
+        self._active: dict[Digest, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.verification_failures = 0  # fills whose bytes did not hash to their digest (/metrics)
+        # set by the cache lifecycle: one prune, awaited when a fill would not fit on the disk
+        self.make_room: Callable[[], Awaitable[None]] | None = None
+
+    def get(self, digest: Digest) -> Fill | None:
+        return self._active.get(digest)
+
+    def active_digests(self) -> list[Digest]:
+        return list(self._active)
+
+    def unwritten_bytes(self) -> int:
+        """Bytes the running fills still have to write: disk space already spoken for."""
+        return sum(fill.size - fill.completed for fill in self._active.values())
+
+    def start(self, source: BlobSource, size: int, media_type: str | None = None) -> Fill:
+        """Join the running fill of `source.digest`, or start one. Synchronous, hence race-free."""
+        fill = self._active.get(source.digest)
+        if fill is None:
+            fill = Fill(source, size, media_type, self.store.partial_path(source.digest))
+            self._active[source.digest] = fill
+            task = asyncio.create_task(self._run(fill), name=f"fill {source.digest.short}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return fill
+
+    async def close(self) -> None:
+        """Stop every fill, saving its progress for the next start."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- one fill ----------------------------------------------------------------------------
+
+    async def _run(self, fill: Fill) -> None:
+        try:
+            if await self.catalog.servable_size(fill.digest) is not None:
+                fill.finish()  # another fill verified it between the caller's check and start()
+                return
+            await self._prepare(fill)
+            await self._verify_and_publish(fill, await self._transfer(fill))
+        except asyncio.CancelledError:
+            fill.finish(FillError(f"fill of {fill.digest} interrupted: server shutting down"))
+            raise
+        except UpstreamError as exc:
+            log.warning("fill of %s stopped (progress kept): %s", fill.digest.short, exc)
+            fill.finish(FillError(str(exc), exc))
+        except DiskFull as exc:
+            log.error("%s", exc)
+            fill.finish(exc)
+        except Exception as exc:
+            if is_disk_full(exc):
+                await self._give_up_space(fill)
+                message = f"the disk filled up while storing {fill.digest}; its partial download was removed"
+                log.error("%s (%s)", message, exc)
+                fill.finish(DiskFull(message, exc))
+            elif isinstance(exc, OSError):
+                log.error("fill of %s stopped (progress kept): %s", fill.digest.short, exc)
+                fill.finish(FillError(f"storing {fill.digest} failed: {exc}", exc))
+            elif isinstance(exc, FillError):
+                fill.finish(exc)
+            else:
+                log.exception("fill of %s failed", fill.digest.short)
+                fill.finish(FillError(f"fill of {fill.digest} failed: {exc}", exc))
+        finally:
+            if self._active.get(fill.digest) is fill:
+                del self._active[fill.digest]
+            self.upstream.forget(fill.source)
+
+    async def _prepare(self, fill: Fill) -> None:
+        """Resume from the saved progress if it still matches the partial file, else start afresh."""
+        async with self.sessions() as s:
+            row = await s.get(FillProgress, str(fill.digest))
+        segments = _saved_segments(row, fill.size) if row is not None else None
+        if segments is not None and await asyncio.to_thread(_has_size, fill.path, fill.size):
+            await self._ensure_room(fill, fill.size - sum(seg.done for seg in segments))
+            fill.segments = segments
+            log.info("resuming fill of %s at %d of %d bytes", fill.digest.short, fill.completed, fill.size)
+        else:
+            await self._ensure_room(fill, fill.size)
+            await asyncio.to_thread(_allocate, fill.path, fill.size)
+            fill.segments = segment_layout(fill.size, self.min_segment)
+        now = time.time()
+        async with self.sessions.begin() as s:
+            await s.merge(FillProgress(
+                digest=str(fill.digest), size=fill.size, media_type=fill.media_type,
+                source=fill.source.endpoint.base, repository=fill.source.repository,
+                segments=_encode(fill.segments), created_at=row.created_at if row else now, updated_at=now,
+            ))
+
+    async def _ensure_room(self, fill: Fill, needed: int) -> None:
+        """Refuse, before any byte is fetched, a fill the disk cannot hold after a prune: failing
+        fast beats filling the disk and failing then. Other fills' unwritten bytes count as used."""
+        others = sum(f.size - f.completed for f in self._active.values() if f is not fill)
+
+        async def room() -> int:
+            return await asyncio.to_thread(self.store.free_space) - others - DISK_HEADROOM
+
+        if await room() >= needed:
+            return
+        if self.make_room is not None:
+            await self.make_room()
+        if (left := await room()) < needed:
+            raise DiskFull(
+                f"not enough disk space for {fill.digest}: {format_byte_size(needed)} to store, "
+                f"{format_byte_size(max(left, 0))} free after pruning; free space or pin fewer models"
+            )
+
+    async def _give_up_space(self, fill: Fill) -> None:
+        """Drop a fill's partial file, then its progress row (SQLite needs the freed room to commit)."""
+        await asyncio.to_thread(fill.path.unlink, missing_ok=True)
+        try:
+            await self._forget_progress(fill.digest)
+        except Exception as exc:
+            log.warning("could not forget the progress of %s: %s", fill.digest.short, exc)
+
+    async def _transfer(self, fill: Fill) -> Digest:
+        """Fetch the missing segments; meanwhile hash the bytes in order as they become contiguous,
+        so that little is left to hash when the last byte lands (on the other core: hashlib and
+        pread release the GIL)."""
+        hasher = asyncio.create_task(_hash_in_order(fill))
+        try:
+            await self._fetch_segments(fill)
+        except BaseException:
+            hasher.cancel()
+            raise
+        return await hasher
+
+    async def _fetch_segments(self, fill: Fill) -> None:
+        fd = await asyncio.to_thread(os.open, fill.path, os.O_RDWR)
+        try:
+            if all(seg.complete for seg in fill.segments):
+                fill.flowing = True
+                fill.notify()
+            checkpoints = asyncio.create_task(self._checkpoint_loop(fill, fd))
+            slots = asyncio.Semaphore(SEGMENTS)  # > 16 segments (blobs over 16 GB): the rest queue in order
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for seg in fill.segments:
+                        if not seg.complete:
+                            group.create_task(self._fill_segment(fill, seg, fd, slots))
+            except BaseExceptionGroup as group_error:
+                raise _first(group_error) from None
+            finally:
+                checkpoints.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checkpoints
+                try:
+                    await asyncio.shield(self._checkpoint(fill, fd))
+                except Exception as exc:  # never hide why the transfer stopped (a full disk fails both)
+                    log.warning("could not save the progress of %s: %s", fill.digest.short, exc)
+        finally:
+            await asyncio.to_thread(os.close, fd)
+
+    async def _fill_segment(self, fill: Fill, seg: Segment, fd: int, slots: asyncio.Semaphore) -> None:
+        async def sink(chunks: list[bytes]) -> None:
+            seg.done += await asyncio.to_thread(_pwrite_all, fd, chunks, seg.offset + seg.done)
+            fill.dirty = fill.flowing = True
+            fill.notify()
+
+        async with slots:
+            await self.upstream.fetch_range(fill.source, seg.offset + seg.done, seg.end, sink)
+
+    async def _checkpoint_loop(self, fill: Fill, fd: int) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await self._checkpoint(fill, fd)
+
+    async def _checkpoint(self, fill: Fill, fd: int) -> None:
+        """Persist progress: the bytes first (fdatasync), then the claim that they are there."""
+        if not fill.dirty:
+            return
+        fill.dirty = False
+        claimed = _encode(fill.segments)
+        await asyncio.to_thread(os.fdatasync, fd)
+        async with self.sessions.begin() as s:
+            row = await s.get(FillProgress, str(fill.digest))
+            if row is not None:
+                row.segments, row.updated_at = claimed, time.time()
+
+    async def _verify_and_publish(self, fill: Fill, actual: Digest) -> None:
+        if actual != fill.digest:
+            kept = await asyncio.to_thread(self._quarantine, fill)
+            self.verification_failures += 1
+            await self._forget_progress(fill.digest)
+            log.error("fill of %s failed verification (got %s); quarantined as %s", fill.digest, actual, kept.name)
+            raise DigestMismatch(
+                f"digest mismatch for {fill.digest}: upstream sent {actual}; "
+                "the data was quarantined and will be fetched again on the next request"
+            )
+        await asyncio.to_thread(self._publish, fill)
+        await self.catalog.record_blob(fill.digest, fill.size, media_type=fill.media_type)
+        await self._forget_progress(fill.digest)
+        fill.finish()
+        log.info("filled %s (%d bytes) from %s", fill.digest.short, fill.size, fill.source.endpoint.base)
+
+    def _publish(self, fill: Fill) -> None:
+        fd = os.open(fill.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(fill.path, self.store.path(fill.digest))
+        dir_fd = os.open(self.store.root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _quarantine(self, fill: Fill) -> Path:
+        qdir = self.store.root.parent / QUARANTINE_DIR
+        qdir.mkdir(exist_ok=True)
+        target = qdir / f"{fill.digest.filename}-{secrets.token_hex(4)}"
+        os.replace(fill.path, target)
+        return target
+
+    async def _forget_progress(self, digest: Digest) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(delete(FillProgress).where(FillProgress.digest == str(digest)))
+
+
+async def _hash_in_order(fill: Fill) -> Digest:
+    """sha256 of the partial file, following the contiguous prefix as the segments fill it."""
+    h = hashlib.sha256()
+    pos = 0
+    while pos < fill.size:
+        end = await fill.wait_for(pos)
+        await asyncio.to_thread(_hash_range, fill.path, h, pos, end)
+        pos = end
+    return Digest(h.hexdigest())
+
+
+def _hash_range(path: Path, h: hashlib._Hash, start: int, end: int) -> None:
+    """Its own file handle: a cancelled hasher's thread may still be running after the fill ends."""
+    buffer = memoryview(bytearray(HASH_CHUNK))
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        while start < end and (n := f.readinto(buffer[: min(HASH_CHUNK, end - start)])):
+            h.update(buffer[:n])
+            start += n
+
+
+def _encode(segments: list[Segment]) -> str:
+    return json.dumps([[s.offset, s.length, s.done] for s in segments])
+
+
+def _saved_segments(row: FillProgress, size: int) -> list[Segment] | None:
+    """The saved layout if it is well-formed and covers exactly [0, size); else None."""
+    try:
+        segments = [Segment(int(o), int(n), min(max(int(d), 0), int(n))) for o, n, d in json.loads(row.segments)]
+    except (ValueError, TypeError):
+        return None
+    offset = 0
+    for seg in segments:
+        if seg.offset != offset or seg.length <= 0:
+            return None
+        offset = seg.end
+    return segments if row.size == size and offset == size else None
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The error that stopped a segment (siblings only report their cancellation)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _allocate(path: Path, size: int) -> None:
+    """A fresh sparse partial file of the final size, so segments can be written at their offsets.
+
+    A new inode, never a truncation: a reader of an earlier, failed fill may still hold the old one.
+    """
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> int:
+    """Write consecutive chunks at `offset` (no joining copy); returns the byte count."""
+    total = sum(len(c) for c in chunks)
+    written = os.pwritev(fd, chunks, offset)
+    if written < total:  # a short write (rare: signals, quotas): finish the rest piecewise
+        rest = memoryview(b"".join(chunks))[written:]
+        while rest:
+            n = os.pwrite(fd, rest, offset + written)
+            rest, written = rest[n:], written + n
+    return total

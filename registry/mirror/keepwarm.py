@@ -1,0 +1,67 @@
+"""Keep-warm: the models in CORRAL_SYNC are pulled at startup and refreshed every CORRAL_SYNC_INTERVAL.
+
+So that a LAN's standard models are present before anyone asks. Each pull is exactly what
+`POST /api/pull` does (the same single-flight fills, so a client asking meanwhile joins the
+transfer instead of starting another, and CORRAL_UPSTREAM_RATE applies); a refresh re-checks the
+tag upstream once it is older than CORRAL_MANIFEST_TTL and fetches only blobs that changed.
+Models on the list are never evicted by the quota (see `prune.KeepList`). Failures are logged and
+retried at the next interval; they never stop the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from registry.web.errors import ApiError
+from registry.mirror.fills import FillError
+from registry.model.names import InvalidNameError, ModelName
+from registry.mirror.pull import pull_events
+from registry.server.services import Services
+from registry.mirror.upstream import UpstreamError
+
+log = logging.getLogger("corral.sync")
+
+
+class KeepWarm:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.names: list[ModelName] = []
+        for text in services.settings.sync:
+            try:
+                self.names.append(ModelName.parse(text))
+            except InvalidNameError:
+                log.error("CORRAL_SYNC: %r is not a model name; skipped", text)
+        self.last: dict[str, dict[str, Any]] = {}  # name → outcome of its last pull, for the status page
+
+    async def pull(self, name: ModelName) -> None:
+        shown = name.display_shortest()
+        started = time.time()
+        try:
+            endpoint = self.services.upstream.endpoint_for(name)
+            async for _ in pull_events(self.services, name, endpoint):
+                pass
+        except (ApiError, UpstreamError, FillError) as exc:
+            self.last[shown] = {"ok": False, "error": str(exc), "at": time.time()}
+            log.warning("keep-warm pull of %s failed: %s", shown, exc)
+            return
+        self.last[shown] = {"ok": True, "at": time.time(), "seconds": round(time.time() - started, 3)}
+        log.info("keep-warm: %s is present", shown)
+
+    async def loop(self, interval: float) -> None:
+        """Pull every listed model now, then every `interval` seconds (never again when 0)."""
+        if self.services.settings.offline:
+            if self.names:
+                log.info("keep-warm: offline (CORRAL_OFFLINE), not pulling %d models", len(self.names))
+            return
+        while True:
+            for name in self.names:
+                try:
+                    await self.pull(name)
+                except Exception:  # a bug in one pull must not end keep-warm for the others
+                    log.exception("keep-warm pull of %s failed", name.display_shortest())
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)

@@ -1,0 +1,121 @@
+"""ProxyContent: the pull-through mirror's ContentSource, wrapping LocalContent.
+
+Like the Docker distribution registry's proxy wraps its storage: whatever the store holds
+verified is served by `LocalContent` (sendfile); everything else comes from upstream through the
+manifest cache and single-flight fills, and is served while it arrives. In offline mode nothing
+upstream is contacted and unknown content is a 404 whose message says why.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.mirror.content import LocalContent, ManifestEntry, blob_unknown, file_response, manifest_unknown
+from registry.web.errors import OciError
+from registry.mirror.fill_response import fill_response
+from registry.mirror.fills import DigestMismatch, DiskFull, FillError, Fills
+from registry.mirror.manifest_cache import ManifestCache
+from registry.model.names import Digest, ModelName
+from registry.mirror.upstream import (
+    BlobSource,
+    Offline,
+    Refused,
+    Upstream,
+    UpstreamError,
+    default_user_agent,
+)
+
+
+def user_agent(request: web.Request) -> str:
+    """The client's own User-Agent, forwarded: registry.ollama.ai gates models by client version."""
+    return request.headers.get("User-Agent") or default_user_agent()
+
+
+class PassThrough(web.HTTPException):
+    """An upstream's definitive refusal (the 412 version gate, 403…) with its own status and body."""
+
+    def __init__(self, refused: Refused) -> None:
+        self.status_code = refused.status
+        super().__init__(text=refused.body.decode("utf-8", "replace"),
+                         content_type=refused.content_type.partition(";")[0].strip() or "text/plain")
+
+
+def oci_error(exc: Exception, unknown: OciError) -> Exception:
+    """Map an upstream or fill failure to what a /v2 client should see."""
+    cause = exc.cause if isinstance(exc, FillError) and exc.cause is not None else exc
+    if isinstance(cause, Refused):
+        return unknown if cause.status == 404 else PassThrough(cause)
+    if isinstance(cause, Offline):
+        return OciError(404, unknown.code, f"{unknown.message}: not cached, and {cause}", unknown.detail)
+    if isinstance(exc, DigestMismatch):
+        return OciError(502, "BLOB_UNKNOWN", str(exc), unknown.detail)
+    if isinstance(exc, DiskFull):
+        return OciError(507, "UNAVAILABLE", str(exc), unknown.detail)
+    return OciError(502, "UNAVAILABLE", str(exc), unknown.detail)
+
+
+class ProxyContent:
+    def __init__(self, local: LocalContent, manifests: ManifestCache, fills: Fills, upstream: Upstream) -> None:
+        self.local = local
+        self.catalog = local.catalog
+        self.manifests = manifests
+        self.fills = fills
+        self.upstream = upstream
+
+    async def manifest(self, name: ModelName, request: web.Request) -> ManifestEntry:
+        try:
+            cached = await self.manifests.by_tag(name, self.upstream.endpoint_for(name), user_agent(request))
+        except UpstreamError as exc:
+            raise oci_error(exc, manifest_unknown(name)) from None
+        await self.catalog.touch(name)
+        return ManifestEntry(cached.raw, cached.media_type, cached.digest)
+
+    async def manifest_by_digest(self, name: ModelName, digest: Digest, request: web.Request) -> ManifestEntry:
+        try:
+            cached = await self.manifests.by_digest(name, digest, self.upstream.endpoint_for(name),
+                                                    user_agent(request))
+        except UpstreamError as exc:
+            raise oci_error(exc, manifest_unknown(f"{name.repository}@{digest}")) from None
+        return ManifestEntry(cached.raw, cached.media_type, digest)
+
+    async def blob_size(self, name: ModelName, digest: Digest, request: web.Request) -> int:
+        """Answered without waiting for the bytes: a filling blob's size comes from its manifest."""
+        size = await self.catalog.servable_size(digest)
+        if size is not None:
+            return size
+        if self.upstream.settings.offline:
+            raise oci_error(Offline(), blob_unknown(digest))
+        fill = self.fills.get(digest)
+        if fill is not None:
+            return fill.size
+        info = await self.catalog.layer_info(digest)
+        if info is not None:
+            return info[0]
+        try:
+            return await self.upstream.blob_size(self._source(name, digest, request))
+        except UpstreamError as exc:
+            raise oci_error(exc, blob_unknown(digest)) from None
+
+    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
+        if await self.catalog.servable_size(digest) is not None:
+            return file_response(self.catalog.store.path(digest), request)
+        fill = self.fills.get(digest)
+        if fill is None:
+            if self.upstream.settings.offline:
+                raise oci_error(Offline(), blob_unknown(digest))
+            info = await self.catalog.layer_info(digest)
+            size, media_type = info if info is not None else (await self.blob_size(name, digest, request), None)
+            fill = self.fills.start(self._source(name, digest, request), size, media_type)
+        try:
+            await fill.wait_started()
+        except FillError as exc:
+            raise oci_error(exc, blob_unknown(digest)) from None
+        if fill.verified:
+            return file_response(self.catalog.store.path(digest), request)
+        try:
+            return await fill_response(request, fill, {"Docker-Content-Digest": str(digest)})
+        except FillError as exc:  # raised only before the response started
+            raise oci_error(exc, blob_unknown(digest)) from None
+
+    def _source(self, name: ModelName, digest: Digest, request: web.Request) -> BlobSource:
+        return BlobSource(self.upstream.endpoint_for(name), name.repository, digest, user_agent(request))

@@ -1,0 +1,129 @@
+"""`POST /api/pull`: ollama's pull endpoint, with corral's mirror behind it.
+
+The progress stream has exactly ollama's shapes (protocol doc §6.2): `pulling manifest`, then per
+layer (layers, then config) `pulling <12 hex>` lines with digest/total/completed every 60 ms
+(completed omitted while 0; one line with completed == total for a blob already present),
+`verifying sha256 digest`, `writing manifest`, `removing unused layers` when a moved tag left
+layers unreferenced (unless OLLAMA_NOPRUNE), `success`. The blobs come through the same
+single-flight fills as /v2 requests, all layers at once; the tag is written last, so a model only
+appears in the catalogue once every blob is verified.
+
+Hosts: a name without host (or naming registry.ollama.ai, or the upstream's own host) is fetched
+from CORRAL_UPSTREAM; a host listed in CORRAL_ALLOWED_HOSTS over https, or http with `insecure`;
+any other host is refused with 400 before any connection is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from registry.library.handlers import model_field, parse_name
+from registry.web.errors import ApiError
+from registry.mirror.fills import DigestMismatch, Fill, FillError
+from registry.web.jsonbody import field, read_json_object
+from registry.model.manifest import Layer
+from registry.model.names import Digest, ModelName
+from registry.web.ndjson import stream_progress
+from registry.server.services import SERVICES, Services
+from registry.mirror.upstream import (
+    BlobSource,
+    Endpoint,
+    HostNotAllowed,
+    Offline,
+    Refused,
+    UpstreamError,
+    default_user_agent,
+)
+
+PROGRESS_INTERVAL = 0.06  # ollama's progress tick
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    body = await read_json_object(request)
+    name = parse_name(services, model_field(body))
+    insecure = field(body, "insecure", bool, False)
+    stream = field(body, "stream", bool, True)
+    try:
+        endpoint = services.upstream.endpoint_for(name, insecure)
+    except HostNotAllowed as exc:
+        raise ApiError(400, str(exc)) from None
+    return await stream_progress(request, stream, pull_events(services, name, endpoint))
+
+
+async def pull_events(services: Services, name: ModelName, endpoint: Endpoint) -> AsyncIterator[dict[str, Any]]:
+    user_agent = default_user_agent()
+    yield {"status": "pulling manifest"}
+    try:
+        cached = await services.manifests.by_tag(name, endpoint, user_agent, save=False)
+    except UpstreamError as exc:
+        raise manifest_error(name, exc) from None
+    layers = cached.parsed.all_layers
+    # leased until tagged: a prune must not collect a layer this pull found present but has not referenced yet
+    with services.leases.hold(*(layer.digest for layer in layers)):
+        fills: dict[Digest, Fill] = {}
+        for layer in layers:
+            if layer.digest not in fills and await services.catalog.servable_size(layer.digest) is None:
+                if services.settings.offline:
+                    raise ApiError(503, f"blob {layer.digest} of {name.display_shortest()} is not cached, "
+                                        f"and {Offline()}")
+                source = BlobSource(endpoint, name.repository, layer.digest, user_agent)
+                fills[layer.digest] = services.fills.start(source, layer.size, layer.media_type)
+        for layer in layers:
+            fill = fills.get(layer.digest)
+            if fill is None:
+                yield _progress(layer, layer.size)
+                continue
+            async for event in _follow(fill, layer):
+                yield event
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        await services.manifests.tag(name, cached)
+        await services.catalog.touch(name)  # a pull is a use: least-recently-used eviction goes by it
+        if cached.previous is not None and not services.settings.noprune:
+            yield {"status": "removing unused layers"}
+            await services.catalog.collect_garbage([cached.previous], protected=services.fills.active_digests())
+        yield {"status": "success"}
+
+
+async def _follow(fill: Fill, layer: Layer) -> AsyncIterator[dict[str, Any]]:
+    """ollama's 60 ms progress ticks for one blob, until its fill has a verdict."""
+    while not fill.finished:
+        yield _progress(layer, fill.completed)
+        with contextlib.suppress(TimeoutError, FillError):
+            async with asyncio.timeout(PROGRESS_INTERVAL):
+                await fill.wait_finished()
+    if isinstance(fill.error, DigestMismatch):
+        raise ApiError(502, str(fill.error))
+    if fill.error is not None:
+        cause = fill.error.cause
+        raise ApiError(cause.status if isinstance(cause, Refused) else 502, f"pulling {layer.digest}: {fill.error}")
+    yield _progress(layer, layer.size)
+
+
+def _progress(layer: Layer, completed: int) -> dict[str, Any]:
+    event: dict[str, Any] = {"status": f"pulling {layer.digest.short}", "digest": str(layer.digest),
+                             "total": layer.size}
+    if completed:
+        event["completed"] = completed
+    return event
+
+
+def manifest_error(name: ModelName, exc: UpstreamError) -> ApiError:
+    """ollama's wording: `pull model manifest: file does not exist`, `…: 412: <body>`."""
+    if isinstance(exc, Refused):
+        if exc.status == 404:
+            return ApiError(404, "pull model manifest: file does not exist")
+        return ApiError(exc.status, f"pull model manifest: {exc}")
+    if isinstance(exc, Offline):
+        return ApiError(503, f"pull model manifest: {name.display_shortest()} is not cached, and {exc}")
+    return ApiError(502, f"pull model manifest: {exc}")
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post("/api/pull", pull)]

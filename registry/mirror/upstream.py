@@ -1,0 +1,463 @@
+"""The HTTP client for upstream registries (registry.ollama.ai or any Docker distribution registry).
+
+One `aiohttp.ClientSession` for the whole process. What it does, and why:
+
+* Host policy first: a request goes only to the configured upstream or a host listed in
+  CORRAL_ALLOWED_HOSTS (`check_url` runs before every registry request), so a model name can never
+  point corral at an arbitrary host. Data URLs that an allowed registry redirects a blob GET to
+  (registry.ollama.ai's presigned object-storage URLs) are followed: they are the registry's own
+  answer, not something a client typed. A token realm must be on the registry's own host, as
+  ollama checks since v0.14.3.
+* Manifests are requested with ollama's Accept header and the requesting client's User-Agent,
+  because registry.ollama.ai gates models by client version (412 with a readable body, which is
+  passed through as `Refused`).
+* Blob bytes: the registry's blob URL is resolved once per blob (307 → data URL, or the registry
+  serves it itself) and ranges are read from there. A broken connection, a short body or a stall
+  (no byte for `stall` seconds, ollama's 30 s) resumes with `Range` from the last byte received;
+  a data URL that starts refusing (an expired presigned URL: 400/401/403/404/410) is dropped and
+  re-resolved. Failures back off exponentially; attempts that made progress do not count.
+* A 401 with a Bearer challenge gets a token signed with corral's ed25519 key exactly as ollama
+  signs it (protocol doc §3.1, `token_client`); tokens are cached per host and repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from registry import __version__
+from registry.config import Settings
+from registry.model.names import DEFAULT_HOST, Digest, ModelName
+from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge
+
+log = logging.getLogger("corral.upstream")
+
+OLLAMA_PROTOCOL_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements (api.py)
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_REDIRECTS = (301, 302, 303, 307, 308)
+_EXPIRED_DATA_URL = (400, 401, 403, 404, 410)
+_GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+T = TypeVar("T")
+Sink = Callable[[list[bytes]], Awaitable[None]]  # consecutive chunks, written with one pwritev
+
+
+def default_user_agent() -> str:
+    """ollama's User-Agent shape, so version gates that parse `ollama/<version>` let corral in."""
+    arch = _GO_ARCH.get(platform.machine().lower(), platform.machine().lower())
+    return f"ollama/{OLLAMA_PROTOCOL_VERSION} ({arch} {sys.platform}) corral/{__version__}"
+
+
+class UpstreamError(Exception):
+    """Base of everything that can go wrong talking to an upstream registry."""
+
+
+class HostNotAllowed(UpstreamError):
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"registry host {host!r} is not allowed: corral only contacts its upstream and CORRAL_ALLOWED_HOSTS"
+        )
+
+
+class Offline(UpstreamError):
+    def __init__(self) -> None:
+        super().__init__("corral is offline (CORRAL_OFFLINE=1) and does not contact upstream")
+
+
+class Unavailable(UpstreamError):
+    """No usable answer: DNS, refused connection, timeout, 5xx, 429, a stalled or broken transfer."""
+
+    def __init__(self, base: str, reason: str) -> None:
+        super().__init__(f"upstream registry {base} is unavailable: {reason}")
+
+
+class Refused(UpstreamError):
+    """A definitive 4xx answer (404, the 412 version gate, 403…), kept verbatim for pass-through."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        text = body.decode("utf-8", "replace").strip()
+        super().__init__(f"{status}: {text}" if text else str(status))
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+class _Transient(Exception):
+    """A failure worth retrying; becomes `Unavailable` once the attempts are spent."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A registry corral may talk to: `scheme://host[:port]`."""
+
+    base: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base).netloc.lower()
+
+
+@dataclass(frozen=True)
+class BlobSource:
+    """Where a blob's bytes come from; the fill persists this to resume after a restart."""
+
+    endpoint: Endpoint
+    repository: str
+    digest: Digest
+    user_agent: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.endpoint.base}/v2/{self.repository}/blobs/{self.digest}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Timeouts and retries. Defaults follow ollama's downloader; tests shrink them."""
+
+    connect: float = 10.0
+    request: float = 60.0  # a whole manifest, token or HEAD exchange
+    stall: float = 30.0  # ollama's downloadStallTimeout
+    request_attempts: int = 3  # manifests and HEADs: fail fast so stale-if-error can answer
+    blob_attempts: int = 6  # ollama's maxRetries per part; attempts with progress are free
+    backoff: float = 0.5
+    max_backoff: float = 16.0
+    batch: int = 1024 * 1024  # bytes handed to the sink at once: one disk write per MiB, not per packet
+
+    def delay(self, failures: int) -> float:
+        return min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+
+
+class RateLimit:
+    """CORRAL_UPSTREAM_RATE: one virtual clock shared by every fill, with a quarter second of burst."""
+
+    def __init__(self, rate: int, burst: float = 0.25) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = 0.0
+        self.taken = 0  # every blob byte from upstream passes here: /metrics reports it
+
+    async def take(self, n: int) -> None:
+        self.taken += n
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        self._clock = max(self._clock, now - self.burst) + n / self.rate
+        if self._clock > now:
+            await asyncio.sleep(self._clock - now)
+
+
+@dataclass
+class _Cursor:
+    pos: int
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+
+
+class Upstream:
+    def __init__(self, settings: Settings, key: Ed25519PrivateKey, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.key = key  # corral's id_ed25519: signs token requests as ollama's key would
+        self.policy = policy or Policy()
+        self.default = Endpoint(settings.upstream)
+        self.rate = RateLimit(settings.upstream_rate)
+        self._aliases = {DEFAULT_HOST, self.default.host}
+        self._allowed = {self.default.host} | {_host_of(h) for h in settings.allowed_hosts}
+        self._tokens: dict[tuple[str, str], str] = {}
+        # where each blob's bytes are read from; None: the registry serves the blob itself
+        self._data_urls: dict[BlobSource, str | None] = {}
+        self._resolving: dict[BlobSource, asyncio.Lock] = {}
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.policy.connect),
+            connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+            trust_env=True,  # HTTPS_PROXY/NO_PROXY, as ollama's Go transport honours them
+            read_bufsize=256 * 1024,  # per-connection buffer: 16 segments × 8 fills must stay small
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    # ---- policy ------------------------------------------------------------------------------
+
+    def endpoint_for(self, name: ModelName, insecure: bool = False) -> Endpoint:
+        """The registry a name is fetched from, or HostNotAllowed — decided before any connection.
+
+        registry.ollama.ai (the default host of every short name) and the upstream's own host
+        mean CORRAL_UPSTREAM, scheme included. A host from CORRAL_ALLOWED_HOSTS is reached over
+        https, or http when the pull says `insecure`, exactly as ollama decides.
+        """
+        host = name.host.lower()
+        if host in self._aliases:
+            return self.default
+        if host in self._allowed:
+            return Endpoint(f"{'http' if insecure else 'https'}://{host}")
+        raise HostNotAllowed(name.host)
+
+    def check_url(self, url: str) -> None:
+        """The choke point every registry request passes: offline and host policy."""
+        if self.settings.offline:
+            raise Offline()
+        host = urlsplit(url).netloc.lower()
+        if host not in self._allowed:
+            raise HostNotAllowed(host)
+
+    # ---- manifests ---------------------------------------------------------------------------
+
+    async def fetch_manifest(self, endpoint: Endpoint, repository: str, reference: str, user_agent: str,
+                             *, attempts: int | None = None) -> bytes:
+        """GET a manifest's raw bytes (tag or digest reference)."""
+        url = f"{endpoint.base}/v2/{repository}/manifests/{reference}"
+
+        async def once() -> bytes:
+            resp = await self._registry(endpoint, repository, "GET", url, user_agent, {"Accept": MANIFEST_ACCEPT})
+            async with resp:
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                try:
+                    async with asyncio.timeout(self.policy.stall):
+                        body = await _read_body(resp, MAX_MANIFEST_BYTES + 1)
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    raise _Transient(_describe(exc)) from exc
+                if len(body) > MAX_MANIFEST_BYTES:
+                    raise Unavailable(endpoint.base, f"{url}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+                return body
+
+        return await self._retrying(endpoint, once, attempts or self.policy.request_attempts)
+
+    # ---- blobs -------------------------------------------------------------------------------
+
+    async def blob_size(self, source: BlobSource) -> int:
+        """Content-Length of a HEAD on the blob (following a redirect to its data URL)."""
+
+        async def once() -> int:
+            resp = await self._registry(source.endpoint, source.repository, "HEAD", source.url, source.user_agent,
+                                        allow_redirects=False)
+            if resp.status in _REDIRECTS and "Location" in resp.headers:
+                resp.release()
+                resp = await self._plain("HEAD", urljoin(str(resp.url), resp.headers["Location"]), source.user_agent)
+            async with resp:
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                if resp.content_length is None:
+                    raise _Transient("HEAD answered without Content-Length")
+                return resp.content_length
+
+        return await self._retrying(source.endpoint, once, self.policy.request_attempts)
+
+    async def fetch_range(self, source: BlobSource, start: int, end: int, sink: Sink) -> None:
+        """Deliver bytes [start, end) of a blob to `sink`, in order, resuming until all arrived.
+
+        Raises Refused (the blob is unknown upstream, access denied) or Unavailable (attempts
+        without progress exhausted). Exceptions raised by `sink` propagate untouched.
+        """
+        cursor = _Cursor(start)
+        failures = 0
+        while cursor.pos < end:
+            before = cursor.pos
+            try:
+                await self._fetch_once(source, cursor, end, sink)
+            except _Transient as exc:
+                failures = 1 if cursor.pos > before else failures + 1
+                if failures >= self.policy.blob_attempts:
+                    raise Unavailable(source.endpoint.base, f"{source.digest}: {exc}") from None
+                delay = self.policy.delay(failures)
+                log.warning("%s bytes %d-%d: %s; resuming at %d in %.1fs", source.digest.short, start, end - 1,
+                            exc, cursor.pos, delay)
+                await asyncio.sleep(delay)
+
+    def forget(self, source: BlobSource) -> None:
+        """Drop the cached data URL of a blob whose fill ended."""
+        self._data_urls.pop(source, None)
+        self._resolving.pop(source, None)
+
+    async def _fetch_once(self, source: BlobSource, cursor: _Cursor, end: int, sink: Sink) -> None:
+        resp = await self._open_data(source, cursor.pos, end)
+        async with resp:
+            await self._pump(resp, cursor, end, sink)
+
+    async def _open_data(self, source: BlobSource, pos: int, end: int) -> aiohttp.ClientResponse:
+        """A response whose body starts at byte `pos`, from the cached data URL or a fresh resolve."""
+        headers = {"Range": f"bytes={pos}-{end - 1}", "Accept-Encoding": "identity"}
+        if source not in self._data_urls:
+            async with self._resolving.setdefault(source, asyncio.Lock()):
+                if source not in self._data_urls:
+                    resp = await self._registry(source.endpoint, source.repository, "GET", source.url,
+                                                source.user_agent, headers, allow_redirects=False)
+                    if resp.status not in _REDIRECTS or "Location" not in resp.headers:
+                        self._data_urls[source] = None
+                        return await self._expect_range(resp, pos)
+                    resp.release()
+                    self._data_urls[source] = urljoin(str(resp.url), resp.headers["Location"])
+        data_url = self._data_urls[source]
+        if data_url is None:
+            resp = await self._registry(source.endpoint, source.repository, "GET", source.url, source.user_agent,
+                                        headers, allow_redirects=False)
+            return await self._expect_range(resp, pos)
+        resp = await self._plain("GET", data_url, source.user_agent, headers)
+        if resp.status in _EXPIRED_DATA_URL:
+            resp.release()
+            if self._data_urls.get(source) == data_url:
+                del self._data_urls[source]
+            raise _Transient(f"data URL answered {resp.status} (expired?); resolving it again")
+        return await self._expect_range(resp, pos)
+
+    async def _expect_range(self, resp: aiohttp.ClientResponse, pos: int) -> aiohttp.ClientResponse:
+        if resp.status == 206:
+            match = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == pos:
+                return resp
+            resp.release()
+            raise _Transient(f"206 for the wrong range ({resp.headers.get('Content-Range')!r}, wanted {pos}-)")
+        if resp.status == 200 and pos == 0:
+            return resp  # a server without Range support; only the first bytes of the body are used
+        async with resp:
+            if resp.status == 200:
+                raise _Transient("upstream ignored the Range header")
+            await self._raise_for(resp)
+        raise AssertionError("unreachable")
+
+    async def _pump(self, resp: aiohttp.ClientResponse, cursor: _Cursor, end: int, sink: Sink) -> None:
+        """Copy the body into `sink` in batches; a failure keeps every byte already read."""
+        pending: list[bytes] = []
+        size = 0
+        failure: _Transient | None = None
+        while cursor.pos + size < end:
+            try:
+                async with asyncio.timeout(self.policy.stall):
+                    # readchunk hands over aiohttp's buffers one by one; readany would join them (a copy)
+                    chunk, end_of_http_chunk = await resp.content.readchunk()
+            except TimeoutError:
+                failure = _Transient(f"no data for {self.policy.stall:g}s (stalled)")
+                break
+            except (aiohttp.ClientError, OSError) as exc:
+                failure = _Transient(_describe(exc))
+                break
+            if not chunk:
+                if end_of_http_chunk:
+                    continue  # a chunked-encoding boundary, not the end of the body
+                failure = _Transient(f"connection closed {end - cursor.pos - size} bytes early")
+                break
+            chunk = chunk[: end - cursor.pos - size]
+            pending.append(chunk)
+            size += len(chunk)
+            await self.rate.take(len(chunk))
+            if size >= self.policy.batch:
+                await sink(pending)
+                cursor.pos += size
+                pending, size = [], 0
+        if pending:
+            await sink(pending)
+            cursor.pos += size
+        if failure is not None:
+            raise failure
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    async def _retrying(self, endpoint: Endpoint, op: Callable[[], Awaitable[T]], attempts: int) -> T:
+        for failure in range(1, attempts + 1):
+            try:
+                return await op()
+            except _Transient as exc:
+                if failure == attempts:
+                    raise Unavailable(endpoint.base, str(exc)) from None
+                delay = self.policy.delay(failure)
+                log.warning("%s: %s; retrying in %.1fs", endpoint.base, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _registry(
+        self,
+        endpoint: Endpoint,
+        repository: str,
+        method: str,
+        url: str,
+        user_agent: str,
+        headers: dict[str, str] | None = None,
+        *,
+        allow_redirects: bool = True,
+    ) -> aiohttp.ClientResponse:
+        """A request to the registry itself: policy-checked, Bearer token on 401 (twice at most)."""
+        self.check_url(url)
+        key = (endpoint.host, repository)
+        for attempt in range(2):
+            sent = {"User-Agent": user_agent, **(headers or {})}
+            if key in self._tokens:
+                sent["Authorization"] = f"Bearer {self._tokens[key]}"
+            resp = await self._send(method, url, sent, allow_redirects=allow_redirects)
+            challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+            if resp.status != 401 or attempt == 1 or challenge is None:
+                return resp
+            resp.release()
+            self._tokens[key] = await self._token(endpoint, challenge)
+        raise AssertionError("unreachable")
+
+    async def _token(self, endpoint: Endpoint, challenge: Challenge) -> str:
+        """ollama's token dance (signed with corral's key); the realm must be the registry's host."""
+        self.check_url(challenge.realm)
+        try:
+            async with asyncio.timeout(self.policy.request):
+                return await fetch_token(self._session, challenge, endpoint.host, self.key)
+        except TokenError as exc:
+            raise Refused(401, str(exc).encode()) from None
+        except TimeoutError as exc:
+            raise _Transient(f"token request: no response within {self.policy.request:g}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Transient(f"token request: {_describe(exc)}") from exc
+
+    async def _plain(self, method: str, url: str, user_agent: str,
+                     headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """A request to a data URL the registry redirected to: no credentials, redirects followed."""
+        if self.settings.offline:
+            raise Offline()
+        return await self._send(method, url, {"User-Agent": user_agent, **(headers or {})}, allow_redirects=True)
+
+    async def _send(self, method: str, url: str, headers: dict[str, str], *,
+                    allow_redirects: bool = False) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout(self.policy.request):
+                return await self._session.request(method, url, headers=headers, allow_redirects=allow_redirects,
+                                                   auto_decompress="Range" not in headers)
+        except TimeoutError as exc:
+            raise _Transient(f"no response within {self.policy.request:g}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Transient(_describe(exc)) from exc
+
+    async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
+        """Turn a non-success status into _Transient (5xx, 429, 408) or Refused (other 4xx)."""
+        try:
+            async with asyncio.timeout(self.policy.stall):
+                body = await _read_body(resp, 64 * 1024)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            body = b""
+        if resp.status >= 500 or resp.status in (408, 429):
+            raise _Transient(f"{resp.status}: {body.decode('utf-8', 'replace').strip()[:200]}")
+        raise Refused(resp.status, body, resp.headers.get("Content-Type", "text/plain"))
+
+
+async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most `limit` bytes of a body (StreamReader.read(n) returns whatever is buffered)."""
+    body = bytearray()
+    while len(body) < limit and (chunk := await resp.content.read(limit - len(body))):
+        body += chunk
+    return bytes(body)
+
+
+def _host_of(entry: str) -> str:
+    """CORRAL_ALLOWED_HOSTS entries are host[:port]; a pasted URL is tolerated."""
+    entry = entry.strip().lower()
+    return urlsplit(entry).netloc if "://" in entry else entry.rstrip("/")

@@ -1,0 +1,1 @@
+"""Where things are kept: the database, the blob store, the catalogue, leases, upload sessions and startup reconciliation."""

@@ -1,0 +1,1 @@
+"""HTTP vocabulary shared by every handler: the error dialects, JSON bodies, NDJSON streams and CORS."""

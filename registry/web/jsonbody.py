@@ -1,0 +1,47 @@
+"""Reading and validating JSON request bodies with ollama's error messages.
+
+Handlers declare the fields they expect; a wrong type or malformed JSON becomes a 400 with a
+message that names the field, instead of a KeyError deep in a handler turning into a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from registry.web.errors import ApiError
+
+
+async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ApiError(400, "missing request body")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"invalid character in request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+_TYPE_NAMES = {str: "string", bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """Return body[name] checked against `kind`; None/absent gives `default`."""
+    value = body.get(name)
+    if value is None:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        want = " or ".join(dict.fromkeys(_TYPE_NAMES.get(k, k.__name__) for k in kinds))
+        raise ApiError(400, f"json: cannot unmarshal {type(value).__name__} into field {name} of type {want}")
+    return value

@@ -1,0 +1,1 @@
+"""Go's text/template in Python, byte-for-byte as ollama's templates render."""

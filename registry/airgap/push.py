@@ -24,10 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from multidict import CIMultiDict
 from yarl import URL
 
-from registry.library.handlers import model_field, parse_name
 from registry.storage.catalog import ModelNotFound, ModelRecord
 from registry.web.errors import ApiError
-from registry.web.jsonbody import field, read_json_object
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.auth.keys import load_or_create_key
 from registry.model.manifest import Layer
 from registry.model.names import InvalidNameError, ModelName
@@ -226,7 +225,7 @@ async def push_events(services: Services, record: ModelRecord, insecure: bool) -
 async def push_handler(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     body = await read_json_object(request)
-    name = parse_name(services, model_field(body))
+    name = parse_name(model_field(body))
     insecure = bool(field(body, "insecure", bool, False))
     stream = bool(field(body, "stream", bool, True))
     try:

@@ -17,7 +17,7 @@ from registry.storage.catalog import ModelNotFound
 from registry.web.errors import OciError
 from registry.model.manifest import ManifestError, parse_manifest
 from registry.model.names import Digest, ModelName
-from registry.mirror.v2_reads import API_VERSION_HEADER, parse_digest, repository_name
+from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 from registry.server.services import SERVICES
 from registry.storage.store import BlobTooLargeError
 from registry.storage.uploads import IncompleteChunkError, Upload, UploadRangeError, UploadStore

@@ -14,11 +14,10 @@ from collections import Counter
 
 from aiohttp import web
 
-from registry.library.handlers import model_field, parse_name
 from registry.storage.catalog import ModelNotFound
 from registry.config import Settings
 from registry.web.errors import ApiError
-from registry.web.jsonbody import field, read_json_object
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.cache.lifecycle import LIFECYCLE, Lifecycle
 from registry.server.metrics import METRICS, CacheMetrics, metrics_handler
 from registry.web.ndjson import stream_progress
@@ -52,7 +51,7 @@ async def scrub(request: web.Request) -> web.StreamResponse:
 
 async def _set_pinned(request: web.Request, pinned: bool) -> web.Response:
     services = request.app[SERVICES]
-    name = parse_name(services, model_field(await read_json_object(request)))
+    name = parse_name(model_field(await read_json_object(request)))
     try:
         await services.catalog.set_pinned(name, pinned)
     except ModelNotFound:

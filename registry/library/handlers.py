@@ -15,7 +15,7 @@ from registry.storage.catalog import ModelNotFound, ModelRecord
 from registry.library.create import create_events, parse_create_request, plan_create
 from registry.web.errors import ApiError
 from registry.model.gguf import capabilities
-from registry.web.jsonbody import field, read_json_object
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.storage.contents import ModelContents
 from registry.model.modelfile import format_parameters, render_modelfile
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
@@ -25,20 +25,6 @@ from registry.storage.store import BlobError
 from registry.timefmt import go_time
 
 OLLAMA_COMPAT_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements
-
-
-def parse_name(services: Services, text: Any) -> ModelName:
-    if not isinstance(text, str) or not text:
-        raise ApiError(400, "model is required")
-    try:
-        return ModelName.parse(text)
-    except InvalidNameError:
-        raise ApiError(400, "invalid model name") from None
-
-
-def model_field(body: dict[str, Any]) -> Any:
-    """`model`, falling back to the deprecated `name` that older clients still send."""
-    return body.get("model") or body.get("name")
 
 
 async def root(request: web.Request) -> web.Response:
@@ -89,7 +75,7 @@ async def _contents(services: Services, name: ModelName) -> ModelContents:
 async def show(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json_object(request)
-    name = parse_name(services, model_field(body))
+    name = parse_name(model_field(body))
     verbose = bool(field(body, "verbose", bool, False))
     system_override = field(body, "system", str)
     template_override = field(body, "template", str)
@@ -139,7 +125,7 @@ async def show(request: web.Request) -> web.Response:
 async def delete_model(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json_object(request)
-    name = parse_name(services, model_field(body))
+    name = parse_name(model_field(body))
     try:
         await services.catalog.delete(name)
     except ModelNotFound:
@@ -154,7 +140,7 @@ async def copy_model(request: web.Request) -> web.Response:
     destination_text = field(body, "destination", str)
     if not source_text or not destination_text:
         raise ApiError(400, "source and destination are required")
-    source = parse_name(services, source_text)
+    source = parse_name(source_text)
     try:
         destination = ModelName.parse(destination_text)
     except InvalidNameError:

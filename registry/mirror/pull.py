@@ -22,10 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.library.handlers import model_field, parse_name
 from registry.web.errors import ApiError
 from registry.mirror.fills import DigestMismatch, Fill, FillError
-from registry.web.jsonbody import field, read_json_object
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.model.manifest import Layer
 from registry.model.names import Digest, ModelName
 from registry.web.ndjson import stream_progress
@@ -46,7 +45,7 @@ PROGRESS_INTERVAL = 0.06  # ollama's progress tick
 async def pull(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     body = await read_json_object(request)
-    name = parse_name(services, model_field(body))
+    name = parse_name(model_field(body))
     insecure = field(body, "insecure", bool, False)
     stream = field(body, "stream", bool, True)
     try:

@@ -12,28 +12,7 @@ from aiohttp import web
 from registry.web.errors import OciError
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
 from registry.server.services import SERVICES
-
-API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
-
-
-def repository_name(request: web.Request, reference: str = "latest") -> ModelName:
-    """Build the model name a /v2 path designates: the default upstream host, namespace, model."""
-    services = request.app[SERVICES]
-    try:
-        return ModelName.from_parts(
-            services.settings.upstream_host, request.match_info["ns"], request.match_info["model"], reference
-        )
-    except InvalidNameError:
-        raise OciError(400, "NAME_INVALID", "invalid repository name") from None
-
-
-def parse_digest(text: str) -> Digest:
-    try:
-        return Digest.parse(text)
-    except InvalidDigestError:
-        raise OciError(400, "DIGEST_INVALID", "provided digest did not match uploaded content",
-                       {"digest": text}) from None
-
+from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 
 async def ping(request: web.Request) -> web.Response:
     return web.json_response({}, headers=API_VERSION_HEADER)

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from registry.model.names import InvalidNameError, ModelName
 from registry.web.errors import ApiError
 
 
@@ -45,3 +46,18 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], defaul
         want = " or ".join(dict.fromkeys(_TYPE_NAMES.get(k, k.__name__) for k in kinds))
         raise ApiError(400, f"json: cannot unmarshal {type(value).__name__} into field {name} of type {want}")
     return value
+
+
+def parse_name(text: Any) -> ModelName:
+    """The model a request names, with ollama's two messages for a missing and a malformed name."""
+    if not isinstance(text, str) or not text:
+        raise ApiError(400, "model is required")
+    try:
+        return ModelName.parse(text)
+    except InvalidNameError:
+        raise ApiError(400, "invalid model name") from None
+
+
+def model_field(body: dict[str, Any]) -> Any:
+    """`model`, falling back to the deprecated `name` that older clients still send."""
+    return body.get("model") or body.get("name")

@@ -64,6 +64,7 @@ def serve(port: int, threads: int) -> None:
     """Run the runner's routes alone on a port, resolving only "smollm2"."""
     from aiohttp import web
 
+    from registry.server.routes import inference_routes
     from runner.http.ollama import Runner
     from runner.scheduler import RunnerConfig
     from runner.spec import ModelNotFoundError, ModelSpec
@@ -86,7 +87,7 @@ def serve(port: int, threads: int) -> None:
 
     runner = Runner(RunnerConfig(num_parallel=PARALLEL), resolve)
     app = web.Application()
-    app.add_routes(runner.routes())
+    app.add_routes(inference_routes(runner))
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

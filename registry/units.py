@@ -2,7 +2,8 @@
 
 Durations use Go's grammar ("1h30m", "250ms", "-1m", "0") through the runner's stdlib-only
 parser (`runner.duration`), the one `keep_alive` in requests goes through, so a setting and a
-request accept exactly the same text; byte sizes accept decimal and binary units because operators write quotas as "200GB" or "1.5TiB".
+request accept exactly the same text; byte sizes accept decimal and binary units because
+operators write quotas as "200GB" or "1.5TiB".
 """
 
 from __future__ import annotations

@@ -41,13 +41,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from registry.storage.catalog import Catalog
+from registry.cache.counters import CacheCounters, Usage
 from registry.config import Settings
-from registry.storage.db import BLOB_VERIFIED, Blob, FillProgress, Manifest, ManifestLayer, Tag
-from registry.mirror.fills import DISK_HEADROOM, Fills
-from registry.storage.leases import discard, inode_of
-from registry.server.metrics import CacheMetrics, Usage
+from registry.mirror.fills import DISK_HEADROOM, InFlight
 from registry.model.names import Digest, InvalidNameError, ModelName
+from registry.storage.catalog import Catalog
+from registry.storage.db import BLOB_VERIFIED, Blob, FillProgress, Manifest, ManifestLayer, Tag
+from registry.storage.leases import discard, inode_of
 from registry.storage.store import QUARANTINE_DIR
 from registry.units import format_byte_size
 
@@ -63,10 +63,10 @@ QUOTA_WARNING_INTERVAL = 600.0  # an unattainable quota is logged this often, no
 Event = dict[str, Any]
 
 
-async def measure_usage(sessions: async_sessionmaker[AsyncSession], fills: Fills) -> Usage:
+async def measure_usage(sessions: async_sessionmaker[AsyncSession], in_flight: InFlight) -> Usage:
     """Verified blob bytes, plus the full size of each running fill (known in memory from its
     first moment, before its progress row exists) and the bytes so far of each paused one."""
-    running = {str(d): fill.size for d in fills.active_digests() if (fill := fills.get(d)) is not None}
+    running = {str(d): fill.size for d in in_flight.digests() if (fill := in_flight.get(d)) is not None}
     async with sessions() as s:
         stored = (await s.execute(select(func.coalesce(func.sum(Blob.size), 0))
                                   .where(Blob.state == BLOB_VERIFIED))).scalar_one()
@@ -156,9 +156,9 @@ class Pruner:
         self,
         settings: Settings,
         catalog: Catalog,
-        fills: Fills,
+        in_flight: InFlight,
         loaded_paths: Callable[[], Iterable[Path]],
-        metrics: CacheMetrics,
+        counters: CacheCounters,
         *,
         interval: float = CHECK_INTERVAL,
         poll: float = FILL_POLL,
@@ -167,10 +167,10 @@ class Pruner:
         self.catalog = catalog
         self.sessions = catalog.sessions
         self.store = catalog.store
-        self.fills = fills
+        self.in_flight = in_flight
         self.leases = catalog.leases
         self.loaded_paths = loaded_paths
-        self.metrics = metrics
+        self.counters = counters
         self.keep = KeepList((*settings.keep, *settings.sync))
         self.interval = interval
         self.poll = poll
@@ -187,7 +187,7 @@ class Pruner:
         for path in self.loaded_paths():
             if Path(path).parent == self.store.root and Digest.is_valid(Path(path).name):
                 busy[str(Digest.parse(Path(path).name))] = "loaded in the runner"
-        for digest in self.fills.active_digests():
+        for digest in self.in_flight.digests():
             busy[str(digest)] = "being filled"
         for digest in self.leases.held():
             busy.setdefault(str(digest), "being read")
@@ -203,15 +203,15 @@ class Pruner:
     # ---- planning ----------------------------------------------------------------------------
 
     async def measure(self) -> Usage:
-        usage = await measure_usage(self.sessions, self.fills)
-        self.metrics.usage = usage
+        usage = await measure_usage(self.sessions, self.in_flight)
+        self.counters.usage = usage
         return usage
 
     async def quota(self, usage: Usage) -> tuple[int, bool]:
         """The quota in force, and whether the disk sets it: CORRAL_MAX_CACHE capped by what the
         store's filesystem can hold."""
         free = await asyncio.to_thread(self.store.free_space)
-        room = max(usage.total - self.fills.unwritten_bytes() + free - DISK_HEADROOM, 0)
+        room = max(usage.total - self.in_flight.unwritten_bytes() + free - DISK_HEADROOM, 0)
         configured = self.settings.max_cache
         return (configured, False) if 0 < configured <= room else (room, True)
 
@@ -372,8 +372,8 @@ class Pruner:
         except _InUse as exc:
             return str(exc)
         freed = await self._remove_files(doomed, inodes)
-        self.metrics.evictions += 1
-        self.metrics.pruned_bytes += freed
+        self.counters.evictions += 1
+        self.counters.pruned_bytes += freed
         log.info("evicted %s (last used %s ago), freed %s", tag.name.display_shortest(),
                  _ago(time.time() - tag.last_used), format_byte_size(freed))
         return freed
@@ -394,7 +394,7 @@ class Pruner:
             busy = self.busy_blobs()
             doomed = await _unreferenced(s, [d for d in candidates if d not in busy])
         freed = await self._remove_files(doomed, inodes)
-        self.metrics.pruned_bytes += freed
+        self.counters.pruned_bytes += freed
         return freed
 
     async def _remove_files(self, doomed: dict[str, int], inodes: dict[str, int | None]) -> int:
@@ -411,7 +411,7 @@ class Pruner:
         seen: frozenset[Digest] | None = None
         due = 0.0
         while True:
-            active = frozenset(self.fills.active_digests())
+            active = frozenset(self.in_flight.digests())
             if active != seen or time.monotonic() >= due:
                 seen, due = active, time.monotonic() + self.interval
                 try:

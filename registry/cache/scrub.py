@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.cache.counters import CacheCounters
+from registry.model.names import Digest
 from registry.storage.catalog import Catalog
 from registry.storage.db import BLOB_VERIFIED, Blob
 from registry.storage.leases import Leases
-from registry.server.metrics import CacheMetrics
-from registry.model.names import Digest
 from registry.storage.store import hash_file
 
 log = logging.getLogger("corral.scrub")
@@ -35,11 +35,11 @@ OK, QUARANTINED, MISSING = "ok", "quarantined", "missing"
 
 class Scrubber:
     def __init__(self, catalog: Catalog, sessions: async_sessionmaker[AsyncSession], leases: Leases,
-                 metrics: CacheMetrics) -> None:
+                 counters: CacheCounters) -> None:
         self.catalog = catalog
         self.sessions = sessions
         self.leases = leases
-        self.metrics = metrics
+        self.counters = counters
         self.checked = 0
         self.last_pass: dict[str, Any] | None = None
 
@@ -55,7 +55,7 @@ class Scrubber:
                 async with self.sessions.begin() as s:
                     await s.execute(update(Blob).where(Blob.digest == str(digest)).values(checked_at=time.time()))
                 return OK
-            self.metrics.scrub_failures += 1
+            self.counters.scrub_failures += 1
             log.error("scrub: %s hashes to %s; quarantining it, the mirror fetches it again on the next request",
                       digest, actual)
             await self.catalog.quarantine_blob(digest)

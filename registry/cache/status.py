@@ -2,7 +2,7 @@
 
 The page is rendered on the server as plain HTML — no JavaScript, so it works in any browser,
 text browsers and locked-down kiosks included — and reloads itself with a meta refresh.
-Everything shown comes from one `cache_status` call, so the page and the JSON never disagree.
+Everything shown comes from one `CacheStatus.collect` call, so the page and the JSON never disagree.
 """
 
 from __future__ import annotations
@@ -17,61 +17,78 @@ from typing import Any
 from sqlalchemy import func, select
 
 from registry import __version__
-from registry.storage.db import BLOB_QUARANTINED, Blob
+from registry.cache.counters import HIT, MISS, CacheCounters
 from registry.cache.lifecycle import Lifecycle
-from registry.server.metrics import HIT, MISS
 from registry.cache.prune import TagInfo, in_use
+from registry.config import Settings
+from registry.mirror.fills import InFlight
+from registry.model.names import Digest
+from registry.storage.catalog import Catalog
+from registry.storage.db import BLOB_QUARANTINED, Blob
 from registry.units import format_byte_size
 
 REFRESH_SECONDS = 10
 
 
-async def cache_status(lc: Lifecycle) -> dict[str, Any]:
-    services, settings, metrics = lc.services, lc.settings, lc.metrics
-    usage = await lc.pruner.measure()
-    disk = await asyncio.to_thread(shutil.disk_usage, services.store.root)
-    busy = lc.pruner.busy_blobs()
-    records = await services.catalog.list_models()
-    users = Counter(str(layer.digest) for r in records for layer in set(r.manifest.all_layers))
-    models = []
-    for record in records:
-        last = record.last_used or record.fetched_at or record.modified_at
-        tag = TagInfo(record.name, str(record.manifest_digest), last, record.pinned)
-        own = {str(layer.digest) for layer in record.manifest.all_layers if users[str(layer.digest)] == 1}
-        models.append({
-            "name": record.name.display_shortest(),
-            "size": record.size,
-            "digest": record.manifest_digest.hex,
-            "pinned": record.pinned,
-            "protected": lc.pruner.protection(tag) or in_use(own, busy),
-            "last_used": record.last_used,
-            "modified_at": record.modified_at,
-        })
-    models.sort(key=lambda m: m["last_used"] or 0.0, reverse=True)
-    fills = []
-    for digest in services.fills.active_digests():
-        fill = services.fills.get(digest)
-        if fill is not None:
-            fills.append({"digest": str(digest), "size": fill.size, "completed": fill.completed,
-                          "readers": lc.readers.get(digest, 0)})
-    async with services.sessions() as s:
-        quarantined = (await s.execute(select(func.count()).select_from(Blob)
-                                       .where(Blob.state == BLOB_QUARANTINED))).scalar_one()
-    return {
-        "version": __version__,
-        "cache": {"used": usage.total, "stored": usage.stored, "filling": usage.filling, "quota": settings.max_cache,
-                  "high_watermark": settings.high_watermark, "low_watermark": settings.low_watermark},
-        "disk": {"total": disk.total, "used": disk.used, "free": disk.free},
-        "hits": {"requests": dict(metrics.requests), "bytes": dict(metrics.bytes), "ratio": metrics.hit_ratio()},
-        "models": models,
-        "fills": fills,
-        "quarantined": quarantined,
-        "prune": lc.pruner.last_run,
-        "scrub": {"interval": settings.scrub_interval, "checked": lc.scrubber.checked,
-                  "failures": metrics.scrub_failures, "last_pass": lc.scrubber.last_pass},
-        "keep_warm": lc.keep_warm.last,
-        "reconcile": lc.reconciled.to_json(),
-    }
+class CacheStatus:
+    """Gathers the status from the parts that own each number; see the module docstring."""
+
+    def __init__(self, settings: Settings, lifecycle: Lifecycle, catalog: Catalog, in_flight: InFlight,
+                 readers: Counter[Digest], counters: CacheCounters) -> None:
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.catalog = catalog
+        self.in_flight = in_flight
+        self.readers = readers  # open /v2 blob GETs per digest
+        self.counters = counters
+
+    async def collect(self) -> dict[str, Any]:
+        lc, settings, counters, catalog = self.lifecycle, self.settings, self.counters, self.catalog
+        usage = await lc.pruner.measure()
+        disk = await asyncio.to_thread(shutil.disk_usage, catalog.store.root)
+        busy = lc.pruner.busy_blobs()
+        records = await catalog.list_models()
+        users = Counter(str(layer.digest) for r in records for layer in set(r.manifest.all_layers))
+        models = []
+        for record in records:
+            last = record.last_used or record.fetched_at or record.modified_at
+            tag = TagInfo(record.name, str(record.manifest_digest), last, record.pinned)
+            own = {str(layer.digest) for layer in record.manifest.all_layers if users[str(layer.digest)] == 1}
+            models.append({
+                "name": record.name.display_shortest(),
+                "size": record.size,
+                "digest": record.manifest_digest.hex,
+                "pinned": record.pinned,
+                "protected": lc.pruner.protection(tag) or in_use(own, busy),
+                "last_used": record.last_used,
+                "modified_at": record.modified_at,
+            })
+        models.sort(key=lambda m: m["last_used"] or 0.0, reverse=True)
+        fills = []
+        for digest in self.in_flight.digests():
+            fill = self.in_flight.get(digest)
+            if fill is not None:
+                fills.append({"digest": str(digest), "size": fill.size, "completed": fill.completed,
+                              "readers": self.readers.get(digest, 0)})
+        async with catalog.sessions() as s:
+            quarantined = (await s.execute(select(func.count()).select_from(Blob)
+                                           .where(Blob.state == BLOB_QUARANTINED))).scalar_one()
+        return {
+            "version": __version__,
+            "cache": {"used": usage.total, "stored": usage.stored, "filling": usage.filling,
+                      "quota": settings.max_cache, "high_watermark": settings.high_watermark,
+                      "low_watermark": settings.low_watermark},
+            "disk": {"total": disk.total, "used": disk.used, "free": disk.free},
+            "hits": {"requests": dict(counters.requests), "bytes": dict(counters.bytes), "ratio": counters.hit_ratio()},
+            "models": models,
+            "fills": fills,
+            "quarantined": quarantined,
+            "prune": lc.pruner.last_run,
+            "scrub": {"interval": settings.scrub_interval, "checked": lc.scrubber.checked,
+                      "failures": counters.scrub_failures, "last_pass": lc.scrubber.last_pass},
+            "keep_warm": lc.keep_warm.last,
+            "reconcile": lc.reconciled.to_json() if lc.reconciled is not None else None,
+        }
 
 
 def render_page(status: dict[str, Any]) -> str:

@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.storage.catalog import ModelNotFound, ModelRecord
-from registry.web.errors import ApiError
 from registry.model.gguf import GGUFError
-from registry.web.jsonbody import field as typed_field
 from registry.model.manifest import (
     CONFIG_TYPE,
     MEDIA_ADAPTER,
@@ -35,7 +32,11 @@ from registry.model.manifest import (
 )
 from registry.model.modelfile import ModelfileError, parse_parameters
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
-from registry.server.services import Services
+from registry.storage.catalog import Catalog, ModelNotFound, ModelRecord
+from registry.storage.contents import ModelReader
+from registry.storage.store import BlobStore
+from registry.web.errors import ApiError
+from registry.web.jsonbody import field as typed_field
 
 GGUF_MAGIC = b"GGUF"
 _VALID_ROLES = ("system", "user", "assistant", "tool")
@@ -162,111 +163,117 @@ class CreatePlan:
     adapters: list[tuple[str, Digest, int]]
 
 
-async def plan_create(services: Services, req: CreateRequest) -> CreatePlan:
-    base = await _base_model(services, req.from_) if req.from_ else None
-    files = [await _checked_gguf(services, f, d) for f, d in req.files.items()] if not base else []
-    adapters = [await _checked_gguf(services, f, d) for f, d in req.adapters.items()]
-    return CreatePlan(base, files, adapters)
+class ModelCreator:
+    """Builds and stores models for `/api/create` from blobs the store already holds."""
+
+    def __init__(self, catalog: Catalog, store: BlobStore, model_reader: ModelReader) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.model_reader = model_reader
+
+    async def plan(self, req: CreateRequest) -> CreatePlan:
+        base = await self._base_model(req.from_) if req.from_ else None
+        files = [await self._checked_gguf(f, d) for f, d in req.files.items()] if not base else []
+        adapters = [await self._checked_gguf(f, d) for f, d in req.adapters.items()]
+        return CreatePlan(base, files, adapters)
 
 
-async def create_events(services: Services, req: CreateRequest, plan: CreatePlan) -> AsyncIterator[dict[str, Any]]:
-    """Yield ollama's create progress statuses while building and storing the manifest."""
-    layers: list[Layer] = []
-    config: dict[str, Any] = {}
-    base_params: dict[str, Any] = {}
-    if plan.base is not None:
-        base = plan.base
-        base_contents = await services.model_reader.read(base)
-        config = {k: v for k, v in base_contents.config.items() if k != "rootfs"}
-        base_params = dict(base_contents.params)
-        from_name = base.name.display_shortest()
-        layers = [Layer(layer.media_type, layer.digest, layer.size, layer.from_ or from_name)
-                  for layer in base.manifest.layers]
-    for filename, digest, size in plan.files:
-        yield {"status": "parsing GGUF"}
-        layers.append(Layer(MEDIA_MODEL, digest, size))
-        for key, value in (await _gguf_fields(services, filename, digest)).items():
-            config.setdefault(key, value)
-    for _filename, digest, size in plan.adapters:
-        yield {"status": "parsing GGUF"}
-        layers = [x for x in layers if x.media_type != MEDIA_ADAPTER] + [Layer(MEDIA_ADAPTER, digest, size)]
+    async def events(self, req: CreateRequest, plan: CreatePlan) -> AsyncIterator[dict[str, Any]]:
+        """Yield ollama's create progress statuses while building and storing the manifest."""
+        layers: list[Layer] = []
+        config: dict[str, Any] = {}
+        base_params: dict[str, Any] = {}
+        if plan.base is not None:
+            base = plan.base
+            base_contents = await self.model_reader.read(base)
+            config = {k: v for k, v in base_contents.config.items() if k != "rootfs"}
+            base_params = dict(base_contents.params)
+            from_name = base.name.display_shortest()
+            layers = [Layer(layer.media_type, layer.digest, layer.size, layer.from_ or from_name)
+                      for layer in base.manifest.layers]
+        for filename, digest, size in plan.files:
+            yield {"status": "parsing GGUF"}
+            layers.append(Layer(MEDIA_MODEL, digest, size))
+            for key, value in (await self._gguf_fields(filename, digest)).items():
+                config.setdefault(key, value)
+        for _filename, digest, size in plan.adapters:
+            yield {"status": "parsing GGUF"}
+            layers = [x for x in layers if x.media_type != MEDIA_ADAPTER] + [Layer(MEDIA_ADAPTER, digest, size)]
 
-    existing = {layer.digest for layer in layers}
-    if req.template is not None:
-        layers = await _replace(services, layers, MEDIA_TEMPLATE, req.template.encode(), drop=(MEDIA_PROMPT,))
-    if req.system is not None:
-        layers = await _replace(services, layers, MEDIA_SYSTEM, req.system.encode())
-    if req.license:
-        layers = [x for x in layers if x.media_type != MEDIA_LICENSE]
-        for text in req.license:
-            layers.append(await _text_layer(services, MEDIA_LICENSE, text.encode()))
-    params = {**base_params, **req.parameters}
-    layers = [x for x in layers if x.media_type != MEDIA_PARAMS]
-    if params:
-        layers.append(await _text_layer(services, MEDIA_PARAMS, _go_json(params)))
-    if req.messages is not None:
-        layers = [x for x in layers if x.media_type != MEDIA_MESSAGES]
-        if req.messages:
-            layers.append(await _text_layer(services, MEDIA_MESSAGES, _go_json(req.messages)))
+        existing = {layer.digest for layer in layers}
+        if req.template is not None:
+            layers = await self._replace(layers, MEDIA_TEMPLATE, req.template.encode(), drop=(MEDIA_PROMPT,))
+        if req.system is not None:
+            layers = await self._replace(layers, MEDIA_SYSTEM, req.system.encode())
+        if req.license:
+            layers = [x for x in layers if x.media_type != MEDIA_LICENSE]
+            for text in req.license:
+                layers.append(await self._text_layer(MEDIA_LICENSE, text.encode()))
+        params = {**base_params, **req.parameters}
+        layers = [x for x in layers if x.media_type != MEDIA_PARAMS]
+        if params:
+            layers.append(await self._text_layer(MEDIA_PARAMS, _go_json(params)))
+        if req.messages is not None:
+            layers = [x for x in layers if x.media_type != MEDIA_MESSAGES]
+            if req.messages:
+                layers.append(await self._text_layer(MEDIA_MESSAGES, _go_json(req.messages)))
 
-    for key, value in (("renderer", req.renderer), ("parser", req.parser), ("requires", req.requires)):
-        if value:
-            config[key] = value
-    config.setdefault("model_format", "gguf")
-    config["architecture"], config["os"] = "amd64", "linux"
-    config_layer = await _text_layer(services, CONFIG_TYPE, _go_json(config))
+        for key, value in (("renderer", req.renderer), ("parser", req.parser), ("requires", req.requires)):
+            if value:
+                config[key] = value
+        config.setdefault("model_format", "gguf")
+        config["architecture"], config["os"] = "amd64", "linux"
+        config_layer = await self._text_layer(CONFIG_TYPE, _go_json(config))
 
-    for layer in layers:
-        verb = "using existing" if layer.digest in existing else "creating new"
-        yield {"status": f"{verb} layer {layer.digest}"}
-    yield {"status": "writing manifest"}
-    await services.catalog.put_manifest(req.name, build_manifest(config_layer, layers))
-    yield {"status": "success"}
-
-
-async def _base_model(services: Services, from_text: str) -> ModelRecord:
-    try:
-        name = ModelName.parse(from_text)
-    except InvalidNameError:
-        raise ApiError(400, "invalid model name") from None
-    try:
-        return await services.catalog.require(name)
-    except ModelNotFound:
-        raise ApiError(404, f"model '{from_text}' not found") from None
+        for layer in layers:
+            verb = "using existing" if layer.digest in existing else "creating new"
+            yield {"status": f"{verb} layer {layer.digest}"}
+        yield {"status": "writing manifest"}
+        await self.catalog.put_manifest(req.name, build_manifest(config_layer, layers))
+        yield {"status": "success"}
 
 
-async def _checked_gguf(services: Services, filename: str, digest: Digest) -> tuple[str, Digest, int]:
-    size = await services.catalog.servable_size(digest)
-    if size is None:
-        raise ApiError(400, f"blob {digest} not found; upload it first with POST /api/blobs/{digest}")
-    if await asyncio.to_thread(_read_magic, services.store.path(digest)) != GGUF_MAGIC:
-        raise ApiError(400, "supplied file was not in GGUF format")
-    return filename, digest, size
+    async def _base_model(self, from_text: str) -> ModelRecord:
+        try:
+            name = ModelName.parse(from_text)
+        except InvalidNameError:
+            raise ApiError(400, "invalid model name") from None
+        try:
+            return await self.catalog.require(name)
+        except ModelNotFound:
+            raise ApiError(404, f"model '{from_text}' not found") from None
 
 
-async def _gguf_fields(services: Services, filename: str, digest: Digest) -> dict[str, Any]:
-    try:
-        info = await services.model_reader.gguf_info(digest)
-    except GGUFError as exc:
-        raise ApiError(400, f"{filename}: {exc}") from None
-    return info.config_fields()
+    async def _checked_gguf(self, filename: str, digest: Digest) -> tuple[str, Digest, int]:
+        size = await self.catalog.servable_size(digest)
+        if size is None:
+            raise ApiError(400, f"blob {digest} not found; upload it first with POST /api/blobs/{digest}")
+        if await asyncio.to_thread(_read_magic, self.store.path(digest)) != GGUF_MAGIC:
+            raise ApiError(400, "supplied file was not in GGUF format")
+        return filename, digest, size
+
+
+    async def _gguf_fields(self, filename: str, digest: Digest) -> dict[str, Any]:
+        try:
+            info = await self.model_reader.gguf_info(digest)
+        except GGUFError as exc:
+            raise ApiError(400, f"{filename}: {exc}") from None
+        return info.config_fields()
+
+    async def _replace(self, layers: list[Layer], media_type: str, data: bytes,
+                       drop: tuple[str, ...] = ()) -> list[Layer]:
+        kept = [x for x in layers if x.media_type != media_type and x.media_type not in drop]
+        return [*kept, await self._text_layer(media_type, data)]
+
+    async def _text_layer(self, media_type: str, data: bytes) -> Layer:
+        result = await self.store.ingest(_once(data))
+        await self.catalog.record_blob(result.digest, result.size, media_type=media_type)
+        return Layer(media_type, result.digest, result.size)
 
 
 def _read_magic(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(len(GGUF_MAGIC))
-
-
-async def _replace(services: Services, layers: list[Layer], media_type: str, data: bytes,
-                   drop: tuple[str, ...] = ()) -> list[Layer]:
-    kept = [x for x in layers if x.media_type != media_type and x.media_type not in drop]
-    return [*kept, await _text_layer(services, media_type, data)]
-
-
-async def _text_layer(services: Services, media_type: str, data: bytes) -> Layer:
-    result = await services.store.ingest(_once(data))
-    await services.catalog.record_blob(result.digest, result.size, media_type=media_type)
-    return Layer(media_type, result.digest, result.size)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -11,28 +11,19 @@ from typing import Any
 from aiohttp import web
 
 from registry import __version__
-from registry.storage.catalog import ModelNotFound, ModelRecord
-from registry.library.create import create_events, parse_create_request, plan_create
-from registry.web.errors import ApiError
+from registry.library.create import ModelCreator, parse_create_request
 from registry.model.gguf import capabilities
-from registry.web.jsonbody import field, model_field, parse_name, read_json_object
-from registry.storage.contents import ModelContents
 from registry.model.modelfile import format_parameters, render_modelfile
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
-from registry.web.ndjson import stream_progress
-from registry.server.services import SERVICES, Services
-from registry.storage.store import BlobError
+from registry.storage.catalog import Catalog, ModelNotFound, ModelRecord
+from registry.storage.contents import ModelContents, ModelReader
+from registry.storage.store import BlobError, BlobStore
 from registry.timefmt import go_time
+from registry.web.errors import ApiError
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
+from registry.web.ndjson import stream_progress
 
 OLLAMA_COMPAT_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements
-
-
-async def root(request: web.Request) -> web.Response:
-    return web.Response(text="Ollama is running")
-
-
-async def version(request: web.Request) -> web.Response:
-    return web.json_response({"version": OLLAMA_COMPAT_VERSION, "corral": __version__})
 
 
 def details_from_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -47,111 +38,6 @@ def details_from_config(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def list_tags(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    models = []
-    for record in await services.catalog.list_models():
-        config = await services.model_reader.config(record)
-        shortest = record.name.display_shortest()
-        models.append({
-            "name": shortest,
-            "model": shortest,
-            "modified_at": go_time(record.modified_at),
-            "size": record.size,
-            "digest": record.manifest_digest.hex,
-            "details": details_from_config(config),
-        })
-    return web.json_response({"models": models})
-
-
-async def _contents(services: Services, name: ModelName) -> ModelContents:
-    try:
-        record: ModelRecord = await services.catalog.require(name)
-    except ModelNotFound:
-        raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
-    return await services.model_reader.read(record)
-
-
-async def show(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    body = await read_json_object(request)
-    name = parse_name(model_field(body))
-    verbose = bool(field(body, "verbose", bool, False))
-    system_override = field(body, "system", str)
-    template_override = field(body, "template", str)
-    field(body, "options", dict)
-    contents = await _contents(services, name)
-    template = template_override if template_override is not None else contents.template
-    system = system_override if system_override is not None else contents.system
-    out: dict[str, Any] = {
-        "modelfile": render_modelfile(
-            from_line=str(contents.model_path) if contents.model_path else name.display_shortest(),
-            short_name=name.display_shortest(),
-            template=template,
-            system=system,
-            params=contents.params,
-            messages=contents.messages,
-            license=contents.license,
-            adapters=[str(p) for p in contents.adapters],
-            projectors=[str(contents.projector)] if contents.projector else (),
-            renderer=contents.config.get("renderer") or None,
-            parser=contents.config.get("parser") or None,
-        ),
-        "details": details_from_config(contents.config),
-        "modified_at": go_time(contents.record.modified_at),
-    }
-    if contents.license:
-        out["license"] = "\n".join(contents.license)
-    if contents.params:
-        out["parameters"] = format_parameters(contents.params)
-    shown_template = template or (contents.gguf.chat_template if contents.gguf else None)
-    if shown_template:
-        out["template"] = shown_template
-    if system:
-        out["system"] = system
-    if contents.messages:
-        out["messages"] = contents.messages
-    if contents.gguf is not None:
-        out["model_info"] = contents.gguf.model_info(verbose=verbose)
-        out["tensors"] = contents.gguf.show_tensors()
-        caps = capabilities(contents.gguf, template, has_projector=contents.projector is not None)
-        out["capabilities"] = [*caps, *(c for c in contents.config.get("capabilities", []) if c not in caps)]
-    for key in ("renderer", "parser", "requires"):
-        if contents.config.get(key):
-            out[key] = contents.config[key]
-    return web.json_response(out)
-
-
-async def delete_model(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    body = await read_json_object(request)
-    name = parse_name(model_field(body))
-    try:
-        await services.catalog.delete(name)
-    except ModelNotFound:
-        raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
-    return web.Response(status=200)
-
-
-async def copy_model(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    body = await read_json_object(request)
-    source_text = field(body, "source", str)
-    destination_text = field(body, "destination", str)
-    if not source_text or not destination_text:
-        raise ApiError(400, "source and destination are required")
-    source = parse_name(source_text)
-    try:
-        destination = ModelName.parse(destination_text)
-    except InvalidNameError:
-        raise ApiError(400, f"destination \"{destination_text}\" is invalid") from None
-    try:
-        await services.catalog.copy(source, destination)
-    except ModelNotFound:
-        raise ApiError(404, f"model \"{source_text}\" not found") from None
-    return web.Response(status=200)
-
-
 def _digest_param(request: web.Request) -> Digest:
     try:
         return Digest.parse(request.match_info["digest"])
@@ -159,50 +45,154 @@ def _digest_param(request: web.Request) -> Digest:
         raise ApiError(400, "invalid digest format") from None
 
 
-async def head_blob(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    digest = _digest_param(request)
-    if await services.catalog.servable_size(digest) is None:
-        raise ApiError(404, f"blob {digest} not found")
-    return web.Response(status=200)
+
+class LibraryHandlers:
+    """ollama's model-management routes over the catalogue and the blob store."""
+
+    def __init__(self, catalog: Catalog, store: BlobStore, model_reader: ModelReader, creator: ModelCreator,
+                 max_upload: int) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.model_reader = model_reader
+        self.creator = creator
+        self.max_upload = max_upload
+
+    async def root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
 
 
-async def post_blob(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    digest = _digest_param(request)
-    if await services.catalog.servable_size(digest) is not None:
-        await request.release()
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": OLLAMA_COMPAT_VERSION, "corral": __version__})
+
+
+    async def list_tags(self, request: web.Request) -> web.Response:
+        models = []
+        for record in await self.catalog.list_models():
+            config = await self.model_reader.config(record)
+            shortest = record.name.display_shortest()
+            models.append({
+                "name": shortest,
+                "model": shortest,
+                "modified_at": go_time(record.modified_at),
+                "size": record.size,
+                "digest": record.manifest_digest.hex,
+                "details": details_from_config(config),
+            })
+        return web.json_response({"models": models})
+
+
+    async def _contents(self, name: ModelName) -> ModelContents:
+        try:
+            record: ModelRecord = await self.catalog.require(name)
+        except ModelNotFound:
+            raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
+        return await self.model_reader.read(record)
+
+
+    async def show(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        name = parse_name(model_field(body))
+        verbose = bool(field(body, "verbose", bool, False))
+        system_override = field(body, "system", str)
+        template_override = field(body, "template", str)
+        field(body, "options", dict)
+        contents = await self._contents(name)
+        template = template_override if template_override is not None else contents.template
+        system = system_override if system_override is not None else contents.system
+        out: dict[str, Any] = {
+            "modelfile": render_modelfile(
+                from_line=str(contents.model_path) if contents.model_path else name.display_shortest(),
+                short_name=name.display_shortest(),
+                template=template,
+                system=system,
+                params=contents.params,
+                messages=contents.messages,
+                license=contents.license,
+                adapters=[str(p) for p in contents.adapters],
+                projectors=[str(contents.projector)] if contents.projector else (),
+                renderer=contents.config.get("renderer") or None,
+                parser=contents.config.get("parser") or None,
+            ),
+            "details": details_from_config(contents.config),
+            "modified_at": go_time(contents.record.modified_at),
+        }
+        if contents.license:
+            out["license"] = "\n".join(contents.license)
+        if contents.params:
+            out["parameters"] = format_parameters(contents.params)
+        shown_template = template or (contents.gguf.chat_template if contents.gguf else None)
+        if shown_template:
+            out["template"] = shown_template
+        if system:
+            out["system"] = system
+        if contents.messages:
+            out["messages"] = contents.messages
+        if contents.gguf is not None:
+            out["model_info"] = contents.gguf.model_info(verbose=verbose)
+            out["tensors"] = contents.gguf.show_tensors()
+            caps = capabilities(contents.gguf, template, has_projector=contents.projector is not None)
+            out["capabilities"] = [*caps, *(c for c in contents.config.get("capabilities", []) if c not in caps)]
+        for key in ("renderer", "parser", "requires"):
+            if contents.config.get(key):
+                out[key] = contents.config[key]
+        return web.json_response(out)
+
+
+    async def delete_model(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        name = parse_name(model_field(body))
+        try:
+            await self.catalog.delete(name)
+        except ModelNotFound:
+            raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
         return web.Response(status=200)
-    if request.content_length is not None and request.content_length > services.settings.max_upload:
-        raise ApiError(413, f"blob exceeds the upload limit of {services.settings.max_upload} bytes")
-    try:
-        result = await services.store.ingest(
-            request.content.iter_chunked(1024 * 1024), expected=digest, max_size=services.settings.max_upload
-        )
-    except BlobError as exc:
-        raise ApiError(400, str(exc)) from None
-    await services.catalog.record_blob(result.digest, result.size)
-    return web.Response(status=201)
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    body = await read_json_object(request)
-    create_request = parse_create_request(body)
-    plan = await plan_create(services, create_request)
-    events = create_events(services, create_request, plan)
-    return await stream_progress(request, create_request.stream, events)
+    async def copy_model(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        source_text = field(body, "source", str)
+        destination_text = field(body, "destination", str)
+        if not source_text or not destination_text:
+            raise ApiError(400, "source and destination are required")
+        source = parse_name(source_text)
+        try:
+            destination = ModelName.parse(destination_text)
+        except InvalidNameError:
+            raise ApiError(400, f"destination \"{destination_text}\" is invalid") from None
+        try:
+            await self.catalog.copy(source, destination)
+        except ModelNotFound:
+            raise ApiError(404, f"model \"{source_text}\" not found") from None
+        return web.Response(status=200)
 
 
-def routes() -> list[web.RouteDef]:
-    return [
-        web.get("/", root),
-        web.get("/api/version", version),
-        web.get("/api/tags", list_tags),
-        web.post("/api/show", show),
-        web.delete("/api/delete", delete_model),
-        web.post("/api/copy", copy_model),
-        web.head("/api/blobs/{digest}", head_blob),
-        web.post("/api/blobs/{digest}", post_blob),
-        web.post("/api/create", create),
-    ]
+    async def head_blob(self, request: web.Request) -> web.Response:
+        digest = _digest_param(request)
+        if await self.catalog.servable_size(digest) is None:
+            raise ApiError(404, f"blob {digest} not found")
+        return web.Response(status=200)
+
+
+    async def post_blob(self, request: web.Request) -> web.Response:
+        digest = _digest_param(request)
+        if await self.catalog.servable_size(digest) is not None:
+            await request.release()
+            return web.Response(status=200)
+        if request.content_length is not None and request.content_length > self.max_upload:
+            raise ApiError(413, f"blob exceeds the upload limit of {self.max_upload} bytes")
+        try:
+            result = await self.store.ingest(
+                request.content.iter_chunked(1024 * 1024), expected=digest, max_size=self.max_upload
+            )
+        except BlobError as exc:
+            raise ApiError(400, str(exc)) from None
+        await self.catalog.record_blob(result.digest, result.size)
+        return web.Response(status=201)
+
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_object(request)
+        create_request = parse_create_request(body)
+        plan = await self.creator.plan(create_request)
+        events = self.creator.events(create_request, plan)
+        return await stream_progress(request, create_request.stream, events)

@@ -1,1 +1,2 @@
-"""The pull-through mirror: upstream access, single-flight fills, the manifest cache, content sources and the /v2 reads."""
+"""The pull-through mirror: upstream access, single-flight fills, the manifest cache, content
+sources and the /v2 reads."""

@@ -8,14 +8,16 @@ local, being filled, or still upstream.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
 
-from registry.storage.catalog import Catalog
-from registry.web.errors import OciError
+from registry.mirror.responses import Sent, TrackedFileResponse
 from registry.model.names import Digest, ModelName
-from registry.mirror.responses import TrackedFileResponse
+from registry.storage.catalog import Catalog
+from registry.storage.leases import Lease
+from registry.web.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, OciError
 
 
 @dataclass(frozen=True)
@@ -36,18 +38,22 @@ class ContentSource(Protocol):
 
 
 def manifest_unknown(name: ModelName | str) -> OciError:
-    return OciError(404, "MANIFEST_UNKNOWN", "manifest unknown", {"name": str(name)})
+    return MANIFEST_UNKNOWN(detail={"name": str(name)})
 
 
 def blob_unknown(digest: Digest) -> OciError:
-    return OciError(404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": str(digest)})
+    return BLOB_UNKNOWN(detail={"digest": str(digest)})
 
 
 class LocalContent:
-    """Serves verified content from the catalogue and the blob store; never goes upstream."""
+    """Serves verified content from the catalogue and the blob store; never goes upstream.
 
-    def __init__(self, catalog: Catalog) -> None:
+    `on_hit` is told the bytes of each blob response it sent (the cache's hit counter).
+    """
+
+    def __init__(self, catalog: Catalog, on_hit: Sent) -> None:
         self.catalog = catalog
+        self.on_hit = on_hit
 
     async def manifest(self, name: ModelName, request: web.Request) -> ManifestEntry:
         record = await self.catalog.get(name)
@@ -70,16 +76,21 @@ class LocalContent:
 
     async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
         await self.blob_size(name, digest, request)
-        return file_response(self.catalog.store.path(digest), request)
+        return self.file_response(digest, request)
+
+    def file_response(self, digest: Digest, request: web.Request) -> web.FileResponse:
+        """The stored blob, leased until sent: never pruned while a client reads it."""
+        lease = self.catalog.leases.acquire(digest)
+        return file_response(self.catalog.store.path(digest), lease, self.on_hit, request)
 
 
-def file_response(path, request: web.Request) -> web.FileResponse:
+def file_response(path: Path, lease: Lease, on_sent: Sent, request: web.Request) -> web.FileResponse:
     """A sendfile-backed response with Range support and the `Location` ollama's downloader needs.
 
     ollama's legacy client resolves a "direct URL" from the blob GET's `Location` header and
     fails without one; pointing it at the same path makes it fetch the ranges from us.
     """
-    response = TrackedFileResponse(path, request, chunk_size=1024 * 1024)  # leased until sent: never pruned
+    response = TrackedFileResponse(path, lease, on_sent, chunk_size=1024 * 1024)
     response.headers["Content-Type"] = "application/octet-stream"
     response.headers["Accept-Ranges"] = "bytes"
     if "Range" not in request.headers:

@@ -35,13 +35,13 @@ from pathlib import Path
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.mirror.upstream import BlobSource, Upstream, UpstreamError
+from registry.model.names import Digest
 from registry.storage.catalog import Catalog
 from registry.storage.db import FillProgress
-from registry.web.errors import is_disk_full
-from registry.model.names import Digest
+from registry.storage.disk import is_disk_full
 from registry.storage.store import QUARANTINE_DIR, BlobStore
 from registry.units import format_byte_size
-from registry.mirror.upstream import BlobSource, Upstream, UpstreamError
 
 log = logging.getLogger("corral.fills")
 
@@ -170,6 +170,35 @@ class Fill:
         self.notify()
 
 
+class InFlight:
+    """The fills running in this process, by digest.
+
+    An object of its own because two parties need it and one of them is needed by `Fills`: the
+    pruner must see which blobs are being filled (never evict them, count their bytes as spoken
+    for), and `Fills` asks the pruner to make room before a fill that would not fit.
+    """
+
+    def __init__(self) -> None:
+        self._fills: dict[Digest, Fill] = {}
+
+    def get(self, digest: Digest) -> Fill | None:
+        return self._fills.get(digest)
+
+    def digests(self) -> list[Digest]:
+        return list(self._fills)
+
+    def unwritten_bytes(self, besides: Fill | None = None) -> int:
+        """Bytes the running fills (but `besides`) still have to write: disk space already spoken for."""
+        return sum(fill.size - fill.completed for fill in self._fills.values() if fill is not besides)
+
+    def add(self, fill: Fill) -> None:
+        self._fills[fill.digest] = fill
+
+    def remove(self, fill: Fill) -> None:
+        if self._fills.get(fill.digest) is fill:
+            del self._fills[fill.digest]
+
+
 class Fills:
     """The process-wide registry of fills: `start` joins a running fill or begins one."""
 
@@ -179,6 +208,8 @@ class Fills:
         catalog: Catalog,
         sessions: async_sessionmaker[AsyncSession],
         upstream: Upstream,
+        in_flight: InFlight,
+        make_room: Callable[[], Awaitable[None]],
         *,
         min_segment: int = MIN_SEGMENT,
         flush_interval: float = FLUSH_INTERVAL,
@@ -187,30 +218,19 @@ class Fills:
         self.catalog = catalog
         self.sessions = sessions
         self.upstream = upstream
+        self.in_flight = in_flight
+        self.make_room = make_room  # one prune, awaited when a fill would not fit on the disk
         self.min_segment = min_segment
         self.flush_interval = flush_interval
-        self._active: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.verification_failures = 0  # fills whose bytes did not hash to their digest (/metrics)
-        # set by the cache lifecycle: one prune, awaited when a fill would not fit on the disk
-        self.make_room: Callable[[], Awaitable[None]] | None = None
-
-    def get(self, digest: Digest) -> Fill | None:
-        return self._active.get(digest)
-
-    def active_digests(self) -> list[Digest]:
-        return list(self._active)
-
-    def unwritten_bytes(self) -> int:
-        """Bytes the running fills still have to write: disk space already spoken for."""
-        return sum(fill.size - fill.completed for fill in self._active.values())
 
     def start(self, source: BlobSource, size: int, media_type: str | None = None) -> Fill:
         """Join the running fill of `source.digest`, or start one. Synchronous, hence race-free."""
-        fill = self._active.get(source.digest)
+        fill = self.in_flight.get(source.digest)
         if fill is None:
             fill = Fill(source, size, media_type, self.store.partial_path(source.digest))
-            self._active[source.digest] = fill
+            self.in_flight.add(fill)
             task = asyncio.create_task(self._run(fill), name=f"fill {source.digest.short}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -256,8 +276,7 @@ class Fills:
                 log.exception("fill of %s failed", fill.digest.short)
                 fill.finish(FillError(f"fill of {fill.digest} failed: {exc}", exc))
         finally:
-            if self._active.get(fill.digest) is fill:
-                del self._active[fill.digest]
+            self.in_flight.remove(fill)
             self.upstream.forget(fill.source)
 
     async def _prepare(self, fill: Fill) -> None:
@@ -284,15 +303,14 @@ class Fills:
     async def _ensure_room(self, fill: Fill, needed: int) -> None:
         """Refuse, before any byte is fetched, a fill the disk cannot hold after a prune: failing
         fast beats filling the disk and failing then. Other fills' unwritten bytes count as used."""
-        others = sum(f.size - f.completed for f in self._active.values() if f is not fill)
+        others = self.in_flight.unwritten_bytes(besides=fill)
 
         async def room() -> int:
             return await asyncio.to_thread(self.store.free_space) - others - DISK_HEADROOM
 
         if await room() >= needed:
             return
-        if self.make_room is not None:
-            await self.make_room()
+        await self.make_room()
         if (left := await room()) < needed:
             raise DiskFull(
                 f"not enough disk space for {fill.digest}: {format_byte_size(needed)} to store, "

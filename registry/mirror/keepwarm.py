@@ -13,23 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from registry.web.errors import ApiError
 from registry.mirror.fills import FillError
+from registry.mirror.pull import Puller
+from registry.mirror.upstream import Upstream, UpstreamError
 from registry.model.names import InvalidNameError, ModelName
-from registry.mirror.pull import pull_events
-from registry.server.services import Services
-from registry.mirror.upstream import UpstreamError
+from registry.web.errors import ApiError
 
 log = logging.getLogger("corral.sync")
 
 
 class KeepWarm:
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, puller: Puller, upstream: Upstream, sync: Iterable[str], *, offline: bool) -> None:
+        self.puller = puller
+        self.upstream = upstream
+        self.offline = offline
         self.names: list[ModelName] = []
-        for text in services.settings.sync:
+        for text in sync:
             try:
                 self.names.append(ModelName.parse(text))
             except InvalidNameError:
@@ -40,8 +42,8 @@ class KeepWarm:
         shown = name.display_shortest()
         started = time.time()
         try:
-            endpoint = self.services.upstream.endpoint_for(name)
-            async for _ in pull_events(self.services, name, endpoint):
+            endpoint = self.upstream.endpoint_for(name)
+            async for _ in self.puller.events(name, endpoint):
                 pass
         except (ApiError, UpstreamError, FillError) as exc:
             self.last[shown] = {"ok": False, "error": str(exc), "at": time.time()}
@@ -52,7 +54,7 @@ class KeepWarm:
 
     async def loop(self, interval: float) -> None:
         """Pull every listed model now, then every `interval` seconds (never again when 0)."""
-        if self.services.settings.offline:
+        if self.offline:
             if self.names:
                 log.info("keep-warm: offline (CORRAL_OFFLINE), not pulling %d models", len(self.names))
             return

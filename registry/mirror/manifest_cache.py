@@ -19,11 +19,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from registry.storage.catalog import Catalog, ModelRecord
 from registry.config import Settings
+from registry.mirror.upstream import Endpoint, Offline, Unavailable, Upstream
 from registry.model.manifest import ManifestError, ParsedManifest, parse_manifest
 from registry.model.names import Digest, ModelName
-from registry.mirror.upstream import Endpoint, Offline, Unavailable, Upstream
+from registry.storage.catalog import Catalog, ModelRecord
 
 log = logging.getLogger("corral.manifests")
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.mirror.content import LocalContent, ManifestEntry, blob_unknown, file_response, manifest_unknown
-from registry.web.errors import OciError
+from registry.mirror.content import LocalContent, ManifestEntry, blob_unknown, manifest_unknown
 from registry.mirror.fill_response import fill_response
 from registry.mirror.fills import DigestMismatch, DiskFull, FillError, Fills
 from registry.mirror.manifest_cache import ManifestCache
-from registry.model.names import Digest, ModelName
 from registry.mirror.upstream import (
     BlobSource,
     Offline,
@@ -24,6 +22,8 @@ from registry.mirror.upstream import (
     UpstreamError,
     default_user_agent,
 )
+from registry.model.names import Digest, ModelName
+from registry.web.errors import BLOB_UNKNOWN, UNAVAILABLE, OciError
 
 
 def user_agent(request: web.Request) -> str:
@@ -46,12 +46,12 @@ def oci_error(exc: Exception, unknown: OciError) -> Exception:
     if isinstance(cause, Refused):
         return unknown if cause.status == 404 else PassThrough(cause)
     if isinstance(cause, Offline):
-        return OciError(404, unknown.code, f"{unknown.message}: not cached, and {cause}", unknown.detail)
+        return unknown.error_code(f"{unknown.message}: not cached, and {cause}", unknown.detail, status=404)
     if isinstance(exc, DigestMismatch):
-        return OciError(502, "BLOB_UNKNOWN", str(exc), unknown.detail)
+        return BLOB_UNKNOWN(str(exc), unknown.detail, status=502)
     if isinstance(exc, DiskFull):
-        return OciError(507, "UNAVAILABLE", str(exc), unknown.detail)
-    return OciError(502, "UNAVAILABLE", str(exc), unknown.detail)
+        return UNAVAILABLE(str(exc), unknown.detail, status=507)
+    return UNAVAILABLE(str(exc), unknown.detail, status=502)
 
 
 class ProxyContent:
@@ -85,7 +85,7 @@ class ProxyContent:
             return size
         if self.upstream.settings.offline:
             raise oci_error(Offline(), blob_unknown(digest))
-        fill = self.fills.get(digest)
+        fill = self.fills.in_flight.get(digest)
         if fill is not None:
             return fill.size
         info = await self.catalog.layer_info(digest)
@@ -98,8 +98,8 @@ class ProxyContent:
 
     async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
         if await self.catalog.servable_size(digest) is not None:
-            return file_response(self.catalog.store.path(digest), request)
-        fill = self.fills.get(digest)
+            return self.local.file_response(digest, request)
+        fill = self.fills.in_flight.get(digest)
         if fill is None:
             if self.upstream.settings.offline:
                 raise oci_error(Offline(), blob_unknown(digest))
@@ -111,7 +111,7 @@ class ProxyContent:
         except FillError as exc:
             raise oci_error(exc, blob_unknown(digest)) from None
         if fill.verified:
-            return file_response(self.catalog.store.path(digest), request)
+            return self.local.file_response(digest, request)
         try:
             return await fill_response(request, fill, {"Docker-Content-Digest": str(digest)})
         except FillError as exc:  # raised only before the response started

@@ -22,72 +22,84 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.web.errors import ApiError
-from registry.mirror.fills import DigestMismatch, Fill, FillError
-from registry.web.jsonbody import field, model_field, parse_name, read_json_object
-from registry.model.manifest import Layer
-from registry.model.names import Digest, ModelName
-from registry.web.ndjson import stream_progress
-from registry.server.services import SERVICES, Services
+from registry.mirror.fills import DigestMismatch, Fill, FillError, Fills
+from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.upstream import (
     BlobSource,
     Endpoint,
     HostNotAllowed,
     Offline,
     Refused,
+    Upstream,
     UpstreamError,
     default_user_agent,
 )
+from registry.model.manifest import Layer
+from registry.model.names import Digest, ModelName
+from registry.storage.catalog import Catalog
+from registry.web.errors import ApiError
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
+from registry.web.ndjson import stream_progress
 
 PROGRESS_INTERVAL = 0.06  # ollama's progress tick
 
 
-async def pull(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    body = await read_json_object(request)
-    name = parse_name(model_field(body))
-    insecure = field(body, "insecure", bool, False)
-    stream = field(body, "stream", bool, True)
-    try:
-        endpoint = services.upstream.endpoint_for(name, insecure)
-    except HostNotAllowed as exc:
-        raise ApiError(400, str(exc)) from None
-    return await stream_progress(request, stream, pull_events(services, name, endpoint))
+class Puller:
+    """ollama's pull as a stream of progress events; used by `POST /api/pull` and by keep-warm."""
 
+    def __init__(self, upstream: Upstream, manifests: ManifestCache, fills: Fills, catalog: Catalog, *,
+                 offline: bool, noprune: bool) -> None:
+        self.upstream = upstream
+        self.manifests = manifests
+        self.fills = fills
+        self.catalog = catalog
+        self.offline = offline
+        self.noprune = noprune
 
-async def pull_events(services: Services, name: ModelName, endpoint: Endpoint) -> AsyncIterator[dict[str, Any]]:
-    user_agent = default_user_agent()
-    yield {"status": "pulling manifest"}
-    try:
-        cached = await services.manifests.by_tag(name, endpoint, user_agent, save=False)
-    except UpstreamError as exc:
-        raise manifest_error(name, exc) from None
-    layers = cached.parsed.all_layers
-    # leased until tagged: a prune must not collect a layer this pull found present but has not referenced yet
-    with services.leases.hold(*(layer.digest for layer in layers)):
-        fills: dict[Digest, Fill] = {}
-        for layer in layers:
-            if layer.digest not in fills and await services.catalog.servable_size(layer.digest) is None:
-                if services.settings.offline:
-                    raise ApiError(503, f"blob {layer.digest} of {name.display_shortest()} is not cached, "
-                                        f"and {Offline()}")
-                source = BlobSource(endpoint, name.repository, layer.digest, user_agent)
-                fills[layer.digest] = services.fills.start(source, layer.size, layer.media_type)
-        for layer in layers:
-            fill = fills.get(layer.digest)
-            if fill is None:
-                yield _progress(layer, layer.size)
-                continue
-            async for event in _follow(fill, layer):
-                yield event
-        yield {"status": "verifying sha256 digest"}
-        yield {"status": "writing manifest"}
-        await services.manifests.tag(name, cached)
-        await services.catalog.touch(name)  # a pull is a use: least-recently-used eviction goes by it
-        if cached.previous is not None and not services.settings.noprune:
-            yield {"status": "removing unused layers"}
-            await services.catalog.collect_garbage([cached.previous], protected=services.fills.active_digests())
-        yield {"status": "success"}
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_object(request)
+        name = parse_name(model_field(body))
+        insecure = field(body, "insecure", bool, False)
+        stream = field(body, "stream", bool, True)
+        try:
+            endpoint = self.upstream.endpoint_for(name, insecure)
+        except HostNotAllowed as exc:
+            raise ApiError(400, str(exc)) from None
+        return await stream_progress(request, stream, self.events(name, endpoint))
+
+    async def events(self, name: ModelName, endpoint: Endpoint) -> AsyncIterator[dict[str, Any]]:
+        user_agent = default_user_agent()
+        yield {"status": "pulling manifest"}
+        try:
+            cached = await self.manifests.by_tag(name, endpoint, user_agent, save=False)
+        except UpstreamError as exc:
+            raise manifest_error(name, exc) from None
+        layers = cached.parsed.all_layers
+        # leased until tagged: a prune must not collect a layer this pull found present but has not referenced yet
+        with self.catalog.leases.hold(*(layer.digest for layer in layers)):
+            fills: dict[Digest, Fill] = {}
+            for layer in layers:
+                if layer.digest not in fills and await self.catalog.servable_size(layer.digest) is None:
+                    if self.offline:
+                        raise ApiError(503, f"blob {layer.digest} of {name.display_shortest()} is not cached, "
+                                            f"and {Offline()}")
+                    source = BlobSource(endpoint, name.repository, layer.digest, user_agent)
+                    fills[layer.digest] = self.fills.start(source, layer.size, layer.media_type)
+            for layer in layers:
+                fill = fills.get(layer.digest)
+                if fill is None:
+                    yield _progress(layer, layer.size)
+                    continue
+                async for event in _follow(fill, layer):
+                    yield event
+            yield {"status": "verifying sha256 digest"}
+            yield {"status": "writing manifest"}
+            await self.manifests.tag(name, cached)
+            await self.catalog.touch(name)  # a pull is a use: least-recently-used eviction goes by it
+            if cached.previous is not None and not self.noprune:
+                yield {"status": "removing unused layers"}
+                await self.catalog.collect_garbage([cached.previous], protected=self.fills.in_flight.digests())
+            yield {"status": "success"}
 
 
 async def _follow(fill: Fill, layer: Layer) -> AsyncIterator[dict[str, Any]]:
@@ -123,6 +135,3 @@ def manifest_error(name: ModelName, exc: UpstreamError) -> ApiError:
         return ApiError(503, f"pull model manifest: {name.display_shortest()} is not cached, and {exc}")
     return ApiError(502, f"pull model manifest: {exc}")
 
-
-def routes() -> list[web.RouteDef]:
-    return [web.post("/api/pull", pull)]

@@ -1,11 +1,12 @@
 """Blob responses as the cache lifecycle sees them: leased while they send, counted as hit or miss.
 
 `TrackedFileResponse` is what `content.file_response` returns for a blob the store holds (a
-hit): it holds a lease on the digest from the moment it is created until the last byte went out
+hit): it holds the lease it is given from the moment it is created until the last byte went out
 (aiohttp sends a returned FileResponse after the handler, so a lease scoped to the handler would
-end too early). `blob_meter` wraps the `/v2` blob route: it counts streamed answers from a fill
-(a miss) and the readers of each blob while their response runs, which is what "waiters per
-fill" in /metrics reports.
+end too early), then reports the bytes sent. `BlobMeter` wraps the `/v2` blob route: it counts
+streamed answers from a fill (a miss) and the readers of each blob while their response runs,
+which is what "waiters per fill" in /metrics reports. Both get what they report to as arguments,
+so the mirror does not know who counts.
 
 Bytes are counted for responses sent in full: ollama's downloader drops its first, Range-less
 GET of each blob right after the headers, and counting that response's whole length would
@@ -16,29 +17,31 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
 
-from registry.server.metrics import HIT, METRICS, MISS
 from registry.model.names import Digest, InvalidDigestError
-from registry.server.services import SERVICES
+from registry.storage.leases import Lease
 
 BLOB_ROUTE = "/v2/{ns}/{model}/blobs/{digest}"
-READERS: web.AppKey[Counter[Digest]] = web.AppKey("blob_readers", Counter)
 _SERVED = (200, 206)
+
+Sent = Callable[[int], None]
+"""Told the number of bytes a blob response sent in full (0 when it was cut short)."""
 
 
 class TrackedFileResponse(web.FileResponse):
-    def __init__(self, path: Path, request: web.Request, **kwargs: object) -> None:
+    def __init__(self, path: Path, lease: Lease, on_sent: Sent, **kwargs: object) -> None:
         super().__init__(path, **kwargs)  # type: ignore[arg-type]
-        self._lease = request.app[SERVICES].leases.acquire(Digest.parse(Path(path).name))
-        weakref.finalize(self, self._lease.release)  # a response never prepared must not pin the blob forever
+        self._lease = lease
+        self._on_sent = on_sent
+        weakref.finalize(self, lease.release)  # a response never prepared must not pin the blob forever
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        metrics = request.app.get(METRICS)
         completed = False
         try:
             writer = await super().prepare(request)
@@ -46,29 +49,35 @@ class TrackedFileResponse(web.FileResponse):
             return writer
         finally:
             self._lease.release()
-            if metrics is not None and request.method == "GET" and self.status in _SERVED:
-                metrics.served(HIT, self.content_length if completed else 0)
+            if request.method == "GET" and self.status in _SERVED:
+                self._on_sent(self.content_length if completed else 0)
 
 
-@web.middleware
-async def blob_meter(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = request.match_info.route.resource
-    if request.method != "GET" or route is None or route.canonical != BLOB_ROUTE:
-        return await handler(request)
-    try:
-        digest = Digest.parse(request.match_info["digest"])
-    except InvalidDigestError:
-        return await handler(request)
-    readers = request.app[READERS]
-    readers[digest] += 1
-    try:
-        response = await handler(request)
-    finally:
-        readers[digest] -= 1
-        if readers[digest] <= 0:
-            del readers[digest]
-    if not isinstance(response, web.FileResponse) and response.status in _SERVED and response.prepared:
-        transport = request.transport
-        completed = transport is not None and not transport.is_closing()  # a cut-off fill aborts the connection
-        request.app[METRICS].served(MISS, (response.content_length or 0) if completed else 0)
-    return response
+class BlobMeter:
+    """Counts the readers of each blob while their `/v2` GET runs, and the bytes of streamed (miss) answers."""
+
+    def __init__(self, on_miss: Sent) -> None:
+        self.readers: Counter[Digest] = Counter()
+        self._on_miss = on_miss
+
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        if request.method != "GET" or route is None or route.canonical != BLOB_ROUTE:
+            return await handler(request)
+        try:
+            digest = Digest.parse(request.match_info["digest"])
+        except InvalidDigestError:
+            return await handler(request)
+        readers = self.readers
+        readers[digest] += 1
+        try:
+            response = await handler(request)
+        finally:
+            readers[digest] -= 1
+            if readers[digest] <= 0:
+                del readers[digest]
+        if not isinstance(response, web.FileResponse) and response.status in _SERVED and response.prepared:
+            transport = request.transport
+            completed = transport is not None and not transport.is_closing()  # a cut-off fill aborts the connection
+            self._on_miss((response.content_length or 0) if completed else 0)
+        return response

@@ -37,9 +37,9 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry import __version__
+from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge
 from registry.config import Settings
 from registry.model.names import DEFAULT_HOST, Digest, ModelName
-from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge
 
 log = logging.getLogger("corral.upstream")
 

@@ -9,63 +9,56 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.web.errors import OciError
-from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
-from registry.server.services import SERVICES
+from registry.mirror.content import ContentSource
+from registry.model.names import Digest, ModelName
 from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 
-async def ping(request: web.Request) -> web.Response:
-    return web.json_response({}, headers=API_VERSION_HEADER)
 
+class V2Reads:
+    """The read side of `/v2/`, over whichever `ContentSource` it is given (local or proxy)."""
 
-async def get_manifest(request: web.Request) -> web.Response:
-    content = request.app[SERVICES].content
-    reference = request.match_info["reference"]
-    if Digest.is_valid(reference.replace("%3A", ":")):
-        digest = parse_digest(reference.replace("%3A", ":"))
-        entry = await content.manifest_by_digest(repository_name(request), digest, request)
-    else:
-        entry = await content.manifest(repository_name(request, reference), request)
-    headers = {
-        **API_VERSION_HEADER,
-        "Docker-Content-Digest": str(entry.digest),
-        "Content-Type": entry.media_type,
-        "Content-Length": str(len(entry.raw)),
-        "ETag": f'"{entry.digest}"',
-    }
-    if request.method == "HEAD":
-        return web.Response(status=200, headers=headers)
-    return web.Response(body=entry.raw, headers=headers)
+    def __init__(self, content: ContentSource, upstream_host: str) -> None:
+        self.content = content
+        self.upstream_host = upstream_host  # /v2 paths name models of the default upstream
 
+    def _name(self, request: web.Request, reference: str = "latest") -> ModelName:
+        return repository_name(self.upstream_host, request, reference)
 
-async def head_blob(request: web.Request) -> web.Response:
-    content = request.app[SERVICES].content
-    digest = parse_digest(request.match_info["digest"])
-    size = await content.blob_size(repository_name(request), digest, request)
-    return web.Response(status=200, headers={
-        **API_VERSION_HEADER,
-        "Docker-Content-Digest": str(digest),
-        "Content-Type": "application/octet-stream",
-        "Content-Length": str(size),
-        "Accept-Ranges": "bytes",
-    })
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.json_response({}, headers=API_VERSION_HEADER)
 
+    async def get_manifest(self, request: web.Request) -> web.Response:
+        reference = request.match_info["reference"]
+        if Digest.is_valid(reference.replace("%3A", ":")):
+            digest = parse_digest(reference.replace("%3A", ":"))
+            entry = await self.content.manifest_by_digest(self._name(request), digest, request)
+        else:
+            entry = await self.content.manifest(self._name(request, reference), request)
+        headers = {
+            **API_VERSION_HEADER,
+            "Docker-Content-Digest": str(entry.digest),
+            "Content-Type": entry.media_type,
+            "Content-Length": str(len(entry.raw)),
+            "ETag": f'"{entry.digest}"',
+        }
+        if request.method == "HEAD":
+            return web.Response(status=200, headers=headers)
+        return web.Response(body=entry.raw, headers=headers)
 
-async def get_blob(request: web.Request) -> web.StreamResponse:
-    content = request.app[SERVICES].content
-    digest = parse_digest(request.match_info["digest"])
-    response = await content.blob_response(repository_name(request), digest, request)
-    response.headers.update(API_VERSION_HEADER)
-    response.headers["Docker-Content-Digest"] = str(digest)
-    return response
+    async def head_blob(self, request: web.Request) -> web.Response:
+        digest = parse_digest(request.match_info["digest"])
+        size = await self.content.blob_size(self._name(request), digest, request)
+        return web.Response(status=200, headers={
+            **API_VERSION_HEADER,
+            "Docker-Content-Digest": str(digest),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            "Accept-Ranges": "bytes",
+        })
 
-
-def routes() -> list[web.RouteDef]:
-    repo = r"/v2/{ns:[^/]+}/{model:[^/]+}"
-    return [
-        web.get("/v2/", ping),
-        web.get("/v2", ping),
-        web.get(repo + "/manifests/{reference}", get_manifest),
-        web.get(repo + "/blobs/{digest}", get_blob, allow_head=False),
-        web.head(repo + "/blobs/{digest}", head_blob),
-    ]
+    async def get_blob(self, request: web.Request) -> web.StreamResponse:
+        digest = parse_digest(request.match_info["digest"])
+        response = await self.content.blob_response(self._name(request), digest, request)
+        response.headers.update(API_VERSION_HEADER)
+        response.headers["Docker-Content-Digest"] = str(digest)
+        return response

@@ -1,1 +1,2 @@
-"""The composition root: builds every part from the settings, hands each handler what it uses, and holds the one route table."""
+"""The composition root: builds every part from the settings, hands each handler what it uses,
+and holds the one route table."""

@@ -1,148 +1,122 @@
-"""The application factory: Settings → database → store → catalogue → content → routes.
+"""The composition root: Settings → parts (`build_services`) → handler objects → one route table.
 
 One aiohttp application serves the registry protocol (`/v2/`), ollama's management API and the
-runner's inference API on one port, as ollama does. Startup migrates the database, removes
-leftovers of interrupted ingests and only then accepts requests.
+runner's inference API on one port, as ollama does. The application is built asynchronously —
+`web.run_app` accepts an awaitable — so every part exists before a route is made and each
+handler object receives exactly what it uses. Startup reconciles the store with the catalogue
+before the first request; shutdown stops background work, then closes the parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry.server.app import airgap
-from registry.library import handlers as api
-from registry.cache import admin as cache_api
-from registry.web import cors
-from registry.mirror import v2_reads as oci
-from registry.server.app import openai_bridge
-from registry.mirror import pull
-from registry.storage.catalog import Catalog
+from registry.airgap.bundle import Bundles
+from registry.airgap.ollama_import import OllamaFolderImport
+from registry.airgap.push import PushHandler
+from registry.airgap.v2_writes import V2Writes
+from registry.auth.access import Authenticator
+from registry.cache.admin import CacheAdmin
+from registry.cache.status import CacheStatus
 from registry.config import Settings
-from registry.mirror.content import LocalContent
-from registry.storage.db import make_engine, make_sessionmaker, upgrade_database
-from registry.web.errors import (
-    DISK_FULL_MESSAGE,
-    ApiError,
-    OciError,
-    api_error_response,
-    is_disk_full,
-    oci_error_response,
-)
-from registry.mirror.fills import Fills
-from registry.auth.keys import load_or_create_key
-from registry.storage.leases import Leases
-from registry.mirror.manifest_cache import ManifestCache
-from registry.storage.contents import ModelReader
-from registry.mirror.proxy import ProxyContent
-from registry.server.runner_bridge import make_runner
-from registry.server.services import SERVICES, Services
-from registry.storage.store import BlobStore
-from registry.mirror.upstream import Upstream
+from registry.library.create import ModelCreator
+from registry.library.handlers import LibraryHandlers
+from registry.mirror.v2_reads import V2Reads
+from registry.server.metrics import Metrics
+from registry.server.middleware import access_log, error_middleware
+from registry.server.routes import Handlers, route_table
+from registry.server.runner_bridge import make_openai_routes
+from registry.server.services import SERVICES, Services, build_services
+from registry.storage.uploads import UploadStore
+from registry.web import cors
 
 log = logging.getLogger("corral")
-access_log = logging.getLogger("corral.access")
+uploads_log = logging.getLogger("corral.uploads")
+
+JANITOR_MAX_INTERVAL = 60.0
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Map handler exceptions to the dialect of the route; never leak a traceback."""
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except ApiError as err:
-        status = err.status
-        if request.path.startswith("/v2/"):
-            return oci_error_response(OciError(err.status, "UNKNOWN", err.message))
-        return api_error_response(err.status, err.message)
-    except OciError as err:
-        status = err.status
-        return oci_error_response(err)
-    except web.HTTPException as exc:
-        status = exc.status
-        if exc.status >= 400 and request.path.startswith("/api/"):
-            return api_error_response(exc.status, exc.reason)
-        raise
-    except (asyncio.CancelledError, ConnectionResetError):
-        status = 499
-        raise
-    except Exception as exc:
-        if is_disk_full(exc):
-            status = 507
-            log.error("disk full on %s %s: %s", request.method, request.path, exc)
-            if request.path.startswith("/v2/"):
-                return oci_error_response(OciError(507, "UNAVAILABLE", DISK_FULL_MESSAGE))
-            return api_error_response(507, DISK_FULL_MESSAGE)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        if request.path.startswith("/v2/"):
-            return oci_error_response(OciError(500, "UNKNOWN", "internal server error"))
-        return api_error_response(500, "internal server error")
-    finally:
-        access_log.info("%s %s %d %.1fms", request.method, request.path_qs, status,
-                        (time.perf_counter() - start) * 1000)
-
-
-async def build_services(settings: Settings) -> Services:
-    await upgrade_database(settings.database_url)
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    store = BlobStore(settings.blobs_dir)
-    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
-    for stray in store.stray_temp_files():
-        stray.unlink(missing_ok=True)
-        log.info("removed leftover of an interrupted ingest: %s", stray.name)
-    leases = Leases()
-    catalog = Catalog(sessions, store, leases)
-    upstream = Upstream(settings, await asyncio.to_thread(load_or_create_key, settings.key_path))
-    manifests = ManifestCache(catalog, upstream, settings)
-    fills = Fills(store, catalog, sessions, upstream)
-    return Services(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        store=store,
-        catalog=catalog,
-        content=ProxyContent(LocalContent(catalog), manifests, fills, upstream),
-        model_reader=ModelReader(store),
-        upstream=upstream,
-        manifests=manifests,
-        fills=fills,
-        leases=leases,
+def build_handlers(services: Services) -> Handlers:
+    s = services
+    settings = s.settings
+    return Handlers(
+        library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
+                                settings.max_upload),
+        v2_reads=V2Reads(s.content, settings.upstream_host),
+        v2_writes=V2Writes(s.uploads, s.store, s.catalog, s.content, settings.upstream_host),
+        auth=Authenticator(settings),
+        pull=s.puller,
+        push=PushHandler(s.catalog, s.store, settings.key_path),
+        bundles=Bundles(s.catalog, s.store, s.leases, settings.key_path, settings.authorized_keys_path,
+                        settings.require_signed, settings.scratch_dir),
+        ollama_import=OllamaFolderImport(s.catalog, s.store),
+        cache=CacheAdmin(
+            CacheStatus(settings, s.lifecycle, s.catalog, s.in_flight, s.blob_meter.readers, s.counters),
+            s.lifecycle.pruner, s.lifecycle.scrubber, s.catalog,
+        ),
+        metrics=Metrics(s.counters, s.fills, s.upstream, s.blob_meter.readers, s.runner),
+        runner=s.runner,
+        openai=make_openai_routes(s.runner, s.catalog),
     )
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the application; resources are created in the startup hook and closed on cleanup."""
-    app = web.Application(middlewares=[error_middleware, *cors.middlewares(settings)], client_max_size=1024**2 * 16)
+async def create_app(settings: Settings) -> web.Application:
+    """Build every part, then the application that serves them."""
+    services = await build_services(settings)
+    handlers = build_handlers(services)
+    app = web.Application(
+        middlewares=[
+            error_middleware,
+            *cors.middlewares(settings),
+            handlers.openai.middleware,
+            handlers.auth.middleware,
+            services.blob_meter.middleware,
+        ],
+        client_max_size=1024**2 * 16,
+    )
     app.on_response_prepare.append(cors.add_cors_headers)
-    app.add_routes(oci.routes())
-    app.add_routes(api.routes())
-    app.add_routes(pull.routes())
-    runner = make_runner(app, settings)
-    app.add_routes(runner.routes())
-    openai_bridge.setup(app, runner)
-
-    async def lifecycle(app: web.Application):
-        app[SERVICES] = await build_services(settings)
-        try:
-            yield
-        finally:
-            await runner.close()
-            await app[SERVICES].fills.close()
-            await app[SERVICES].upstream.close()
-            await app[SERVICES].engine.dispose()
-
-    app.cleanup_ctx.append(lifecycle)
-    airgap.setup(app, settings)
-    cache_api.setup(app, settings, runner)
+    app.add_routes(route_table(handlers))
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_running(services))
     return app
+
+
+def _running(services: Services):
+    """Startup and shutdown: reconcile and background work while the app runs, every part closed after."""
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        try:
+            await services.lifecycle.start()
+            janitor = asyncio.create_task(_expire_uploads(services.uploads), name="corral upload janitor")
+            try:
+                yield
+            finally:
+                janitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await janitor
+                await services.lifecycle.stop()
+        finally:
+            await services.runner.close()
+            await services.fills.close()
+            await services.upstream.close()
+            await services.engine.dispose()
+
+    return run
+
+
+async def _expire_uploads(uploads: UploadStore) -> None:
+    """Remove upload sessions idle longer than CORRAL_UPLOAD_TIMEOUT."""
+    interval = min(JANITOR_MAX_INTERVAL, max(uploads.timeout / 2, 0.5))
+    while True:
+        for upload_id in await uploads.expire():
+            uploads_log.info("removed upload %s, idle longer than %ss", upload_id, uploads.timeout)
+        await asyncio.sleep(interval)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -1,17 +1,23 @@
-"""The seam between registry and runner: settings → RunnerConfig, names → ModelSpec.
+"""The seam between registry and runner: settings → RunnerConfig, names → ModelSpec, models → /v1/models.
 
-The runner never reads the database or the store layout; it receives a resolver that turns a
-model name into a ModelSpec built from the manifest, and records each use for LRU pruning.
+The runner never reads the database or the store layout, and never imports the registry: it
+receives a resolver that turns a model name into a ModelSpec built from the manifest (recording
+each use for LRU pruning), and, for the OpenAI-compatible /v1/models, two small callables: the
+local models in /api/tags order, and one model by the name a client typed. As in ollama's
+ToListCompletion/ToModel, `id` is the shortest display name (or the name as typed), `created`
+the tag's modification time in unix seconds and `owned_by` the name's namespace.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
 from registry.config import Settings
 from registry.model.names import InvalidNameError, ModelName
-from registry.server.services import SERVICES
+from registry.storage.catalog import Catalog
+from registry.storage.contents import ModelReader
 from runner.http.ollama import Runner
+from runner.http.openai import OpenAIRoutes
 from runner.scheduler import RunnerConfig
 from runner.spec import ModelNotFoundError, ModelSpec
 
@@ -30,20 +36,38 @@ def runner_config(settings: Settings) -> RunnerConfig:
     )
 
 
-def make_runner(app: web.Application, settings: Settings) -> Runner:
-    """Create the runner with a resolver that reads the app's services once they exist."""
-
+def make_runner(settings: Settings, catalog: Catalog, model_reader: ModelReader) -> Runner:
     async def resolve(text: str) -> ModelSpec:
-        services = app[SERVICES]
         try:
             name = ModelName.parse(text)
         except InvalidNameError:
             raise ModelNotFoundError(f"model '{text}' not found") from None
-        record = await services.catalog.get(name)
+        record = await catalog.get(name)
         if record is None:
             raise ModelNotFoundError(f"model '{text}' not found")
-        contents = await services.model_reader.read(record)
-        await services.catalog.touch(name)
+        contents = await model_reader.read(record)
+        await catalog.touch(name)
         return contents.to_spec()
 
     return Runner(runner_config(settings), resolve)
+
+
+def make_openai_routes(runner: Runner, catalog: Catalog) -> OpenAIRoutes:
+    async def list_models() -> list[dict[str, Any]]:
+        records = await catalog.list_models()
+        return [
+            {"id": r.name.display_shortest(), "created": int(r.modified_at), "owned_by": r.name.namespace}
+            for r in records
+        ]
+
+    async def find_model(text: str) -> dict[str, Any] | None:
+        try:
+            name = ModelName.parse(text)
+        except InvalidNameError:
+            return None
+        record = await catalog.get(name)
+        if record is None:
+            return None
+        return {"id": text, "created": int(record.modified_at), "owned_by": name.namespace}
+
+    return OpenAIRoutes(runner.service, list_models, find_model)

@@ -1,39 +1,119 @@
-"""The objects one running server is made of, built once by server.py and shared by handlers."""
+"""The parts one running server is made of, built once from the settings by `build_services`.
+
+Only the composition root (this package) sees the whole set: it hands each handler object the
+few parts it uses. The set is also kept on the application under `SERVICES`, for the shutdown
+hook and for tests that look inside a running server; no feature module reads it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from registry.storage.catalog import Catalog
+from registry.auth.keys import load_or_create_key
+from registry.cache.counters import CacheCounters
+from registry.cache.lifecycle import Lifecycle
+from registry.cache.prune import Pruner
+from registry.cache.scrub import Scrubber
 from registry.config import Settings
-from registry.mirror.fills import Fills
-from registry.storage.leases import Leases
+from registry.mirror.content import LocalContent
+from registry.mirror.fills import Fills, InFlight
+from registry.mirror.keepwarm import KeepWarm
 from registry.mirror.manifest_cache import ManifestCache
-from registry.storage.contents import ModelReader
-from registry.storage.store import BlobStore
+from registry.mirror.proxy import ProxyContent
+from registry.mirror.pull import Puller
+from registry.mirror.responses import BlobMeter
 from registry.mirror.upstream import Upstream
+from registry.server.runner_bridge import make_runner
+from registry.storage.catalog import Catalog
+from registry.storage.contents import ModelReader
+from registry.storage.db import make_engine, make_sessionmaker, upgrade_database
+from registry.storage.leases import Leases
+from registry.storage.store import BlobStore
+from registry.storage.uploads import UploadStore
+from runner.http.ollama import Runner
 
-if TYPE_CHECKING:
-    from registry.mirror.content import ContentSource
+log = logging.getLogger("corral")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: BlobStore
+    leases: Leases  # blobs being read right now: never pruned, files removed after the last reader
     catalog: Catalog
-    content: ContentSource
     model_reader: ModelReader
+    uploads: UploadStore
     upstream: Upstream  # the only way out to upstream registries (host policy, offline)
     manifests: ManifestCache
+    in_flight: InFlight
     fills: Fills
-    leases: Leases  # blobs being read right now: never pruned, files removed after the last reader
+    counters: CacheCounters
+    blob_meter: BlobMeter
+    local: LocalContent
+    content: ProxyContent
+    puller: Puller
+    runner: Runner
+    lifecycle: Lifecycle
+
+
+async def build_services(settings: Settings) -> Services:
+    """Migrate the database, clear leftovers of interrupted ingests, then build every part.
+
+    Nothing here serves requests or starts background work: that begins with the application
+    (`Lifecycle.start`), after reconciliation.
+    """
+    await upgrade_database(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    store = BlobStore(settings.blobs_dir)
+    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    for stray in store.stray_temp_files():
+        stray.unlink(missing_ok=True)
+        log.info("removed leftover of an interrupted ingest: %s", stray.name)
+    leases = Leases()
+    catalog = Catalog(sessions, store, leases)
+    model_reader = ModelReader(store)
+    upstream = Upstream(settings, await asyncio.to_thread(load_or_create_key, settings.key_path))
+    manifests = ManifestCache(catalog, upstream, settings)
+    counters = CacheCounters(settings.max_cache)
+    runner = make_runner(settings, catalog, model_reader)
+    in_flight = InFlight()
+    pruner = Pruner(settings, catalog, in_flight, runner.loaded_paths, counters)
+    fills = Fills(store, catalog, sessions, upstream, in_flight, pruner.run_to_end)
+    puller = Puller(upstream, manifests, fills, catalog, offline=settings.offline, noprune=settings.noprune)
+    local = LocalContent(catalog, counters.served_hit)
+    lifecycle = Lifecycle(
+        settings, catalog, pruner, Scrubber(catalog, sessions, leases, counters),
+        KeepWarm(puller, upstream, settings.sync, offline=settings.offline),
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        leases=leases,
+        catalog=catalog,
+        model_reader=model_reader,
+        uploads=UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout),
+        upstream=upstream,
+        manifests=manifests,
+        in_flight=in_flight,
+        fills=fills,
+        counters=counters,
+        blob_meter=BlobMeter(counters.served_miss),
+        local=local,
+        content=ProxyContent(local, manifests, fills, upstream),
+        puller=puller,
+        runner=runner,
+        lifecycle=lifecycle,
+    )
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -1,1 +1,2 @@
-"""Where things are kept: the database, the blob store, the catalogue, leases, upload sessions and startup reconciliation."""
+"""Where things are kept: the database, the blob store, the catalogue, leases, upload sessions and
+startup reconciliation."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from registry.storage.db import BLOB_QUARANTINED, BLOB_VERIFIED, Blob, Manifest, ManifestLayer, Tag
-from registry.storage.leases import Leases, discard, inode_of
 from registry.model.manifest import ParsedManifest, parse_manifest
 from registry.model.names import Digest, ModelName
+from registry.storage.db import BLOB_QUARANTINED, BLOB_VERIFIED, Blob, Manifest, ManifestLayer, Tag
+from registry.storage.leases import Leases, discard, inode_of
 from registry.storage.store import BlobStore
 
 

@@ -16,7 +16,6 @@ from typing import Any, Generic, TypeVar
 
 import aiofiles
 
-from registry.storage.catalog import ModelRecord
 from registry.model.gguf import GGUFInfo, read_gguf_info
 from registry.model.manifest import (
     MEDIA_ADAPTER,
@@ -30,6 +29,7 @@ from registry.model.manifest import (
     MEDIA_TEMPLATE,
 )
 from registry.model.names import Digest
+from registry.storage.catalog import ModelRecord
 from registry.storage.store import BlobStore
 from runner.spec import ModelSpec, ModelUnusableError
 

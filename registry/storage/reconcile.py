@@ -31,10 +31,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.model.names import Digest
 from registry.storage.catalog import Catalog
 from registry.storage.db import BLOB_VERIFIED, Blob, FillProgress, ManifestLayer, Tag
 from registry.storage.leases import discard, is_retired
-from registry.model.names import Digest
 from registry.storage.store import PARTIAL_SUFFIX, hash_file
 
 log = logging.getLogger("corral.reconcile")

@@ -1,14 +1,17 @@
-"""Error replies in the three dialects corral speaks.
+"""Error replies in the two dialects corral speaks, and the registry's error codes declared once.
 
 ollama's `/api/*` uses `{"error": "..."}`; the registry protocol under `/v2/` uses the Docker
-distribution error list. Handlers raise `ApiError`/`OciError`; the middleware in server.py turns
-them (and any unexpected exception) into the right body, so no traceback ever reaches a client.
+distribution error list (`{"errors": [{"code", "message", "detail"}]}`). Handlers raise `ApiError`
+or an `OciError` made from one of the codes below; the server's error middleware turns them (and
+any unexpected exception) into the right body, so no traceback ever reaches a client.
+
+Each `/v2` code is declared here with its usual status and message, as distribution's `errcode`
+register does, so a call site names the code and says only what is particular to it.
 """
 
 from __future__ import annotations
 
-import errno
-import sqlite3
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -22,15 +25,43 @@ class ApiError(Exception):
         self.message = message
 
 
-class OciError(Exception):
-    """A Docker registry v2 error (`code` is e.g. MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_INVALID)."""
+@dataclass(frozen=True)
+class ErrorCode:
+    """One registry error code: its name on the wire, its usual status and its usual message."""
 
-    def __init__(self, status: int, code: str, message: str, detail: object = None) -> None:
+    code: str
+    status: int
+    message: str
+
+    def __call__(self, message: str | None = None, detail: object = None, *, status: int | None = None) -> OciError:
+        """An error of this code; `message` and `status` replace the usual ones where a case needs it."""
+        return OciError(self, message or self.message, detail, status or self.status)
+
+
+class OciError(Exception):
+    """A Docker registry v2 error, made by calling an `ErrorCode`."""
+
+    def __init__(self, code: ErrorCode, message: str, detail: object, status: int) -> None:
         super().__init__(message)
+        self.error_code = code
+        self.code = code.code
         self.status = status
-        self.code = code
         self.message = message
         self.detail = detail
+
+
+UNKNOWN = ErrorCode("UNKNOWN", 500, "unknown error")
+UNAVAILABLE = ErrorCode("UNAVAILABLE", 503, "service unavailable")
+UNAUTHORIZED = ErrorCode("UNAUTHORIZED", 401, "authentication required")
+NAME_INVALID = ErrorCode("NAME_INVALID", 400, "invalid repository name")
+DIGEST_INVALID = ErrorCode("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
+SIZE_INVALID = ErrorCode("SIZE_INVALID", 400, "provided length did not match content length")
+MANIFEST_UNKNOWN = ErrorCode("MANIFEST_UNKNOWN", 404, "manifest unknown")
+MANIFEST_INVALID = ErrorCode("MANIFEST_INVALID", 400, "manifest invalid")
+MANIFEST_BLOB_UNKNOWN = ErrorCode("MANIFEST_BLOB_UNKNOWN", 400, "blob unknown to registry")
+BLOB_UNKNOWN = ErrorCode("BLOB_UNKNOWN", 404, "blob unknown to registry")
+BLOB_UPLOAD_UNKNOWN = ErrorCode("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry")
+BLOB_UPLOAD_INVALID = ErrorCode("BLOB_UPLOAD_INVALID", 400, "blob upload invalid")
 
 
 def api_error_response(status: int, message: str) -> web.Response:
@@ -42,21 +73,3 @@ def oci_error_response(err: OciError) -> web.Response:
     if err.detail is not None:
         entry["detail"] = err.detail
     return web.json_response({"errors": [entry]}, status=err.status)
-
-
-DISK_FULL_MESSAGE = "not enough disk space on the server: free some, or prune or delete models"
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC/EDQUOT from a write, or SQLite's SQLITE_FULL (as SQLAlchemy wraps it), anywhere in
-    the chain of causes: a full disk is the operator's problem to fix, not an internal error."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(current, sqlite3.Error) and getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            return True
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return False

@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.web.errors import DISK_FULL_MESSAGE, ApiError, is_disk_full
+from registry.storage.disk import DISK_FULL_MESSAGE, is_disk_full
+from registry.web.errors import ApiError
 
 log = logging.getLogger("corral")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
-from registry.web.errors import OciError
+from registry.web.errors import DIGEST_INVALID, NAME_INVALID
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 
@@ -20,12 +20,11 @@ def repository_name(host: str, request: web.Request, reference: str = "latest") 
     try:
         return ModelName.from_parts(host, request.match_info["ns"], request.match_info["model"], reference)
     except InvalidNameError:
-        raise OciError(400, "NAME_INVALID", "invalid repository name") from None
+        raise NAME_INVALID() from None
 
 
 def parse_digest(text: str) -> Digest:
     try:
         return Digest.parse(text)
     except InvalidDigestError:
-        raise OciError(400, "DIGEST_INVALID", "provided digest did not match uploaded content",
-                       {"digest": text}) from None
+        raise DIGEST_INVALID(detail={"digest": text}) from None

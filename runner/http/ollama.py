@@ -6,7 +6,8 @@ load/unload/debug answers, `{"error": ...}` with ollama's status before streamin
 `{"error": ...}` line once it has. A client that disconnects cancels its generation: aiohttp does
 not cancel handlers by default, so each handler watches its transport.
 
-`Runner` is the entry point the server factory uses.
+`Runner` is the entry point the server factory uses; its public handlers are mounted by the
+server's route table.
 """
 
 from __future__ import annotations
@@ -32,21 +33,12 @@ _DISCONNECT_POLL = 0.1  # seconds between transport checks while a request runs
 
 
 class Runner:
-    """Loaded models plus the routes serving them; one per server."""
+    """Loaded models plus the handlers serving them; one per server."""
 
     def __init__(self, config: RunnerConfig, resolve: SpecResolver) -> None:
         self.scheduler = Scheduler(config)
         self.service = RunnerService(config, resolve, self.scheduler)
         self.stats: RunnerStats = self.service.stats
-
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/api/generate", self._generate),
-            web.post("/api/chat", self._chat),
-            web.post("/api/embed", self._embed),
-            web.post("/api/embeddings", self._embeddings),
-            web.get("/api/ps", self._ps),
-        ]
 
     def loaded_paths(self) -> set[Path]:
         """Blob files of the models loaded now (weights, adapters, projector): never prune these."""
@@ -70,20 +62,20 @@ class Runner:
 
     # ----------------------------------------------------------------- handlers
 
-    async def _generate(self, request: web.Request) -> web.StreamResponse:
+    async def generate(self, request: web.Request) -> web.StreamResponse:
         produce = lambda: self._stream(request, self.service.generate, collect_generate)  # noqa: E731
         return await cancel_on_disconnect(request, produce)
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         return await cancel_on_disconnect(request, lambda: self._stream(request, self.service.chat, collect_chat))
 
-    async def _embed(self, request: web.Request) -> web.StreamResponse:
+    async def embed(self, request: web.Request) -> web.StreamResponse:
         return await cancel_on_disconnect(request, lambda: _answer(request, self.service.embed))
 
-    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await cancel_on_disconnect(request, lambda: _answer(request, self.service.embeddings))
 
-    async def _ps(self, _request: web.Request) -> web.StreamResponse:
+    async def ps(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.service.ps())
 
     async def _stream(

@@ -91,7 +91,7 @@ async def openai_errors(request: web.Request, handler: Callable[[web.Request], A
 
 
 class OpenAIRoutes:
-    """The /v1 endpoints for one RunnerService; `routes()` goes to the app, `middleware` before it."""
+    """The /v1 endpoints for one RunnerService; the server mounts its handlers and `middleware`."""
 
     middleware = staticmethod(openai_errors)
 
@@ -100,18 +100,9 @@ class OpenAIRoutes:
         self._list_models = list_models
         self._find_model = find_model
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/chat/completions", self._chat),
-            web.post("/v1/completions", self._completions),
-            web.post("/v1/embeddings", self._embeddings),
-            web.get("/v1/models", self._models),
-            web.get("/v1/models/{model:.+}", self._model),
-        ]
-
     # ----------------------------------------------------------------- chat
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         return await cancel_on_disconnect(request, lambda: self._chat_answer(request))
 
     async def _chat_answer(self, request: web.Request) -> web.StreamResponse:
@@ -129,7 +120,7 @@ class OpenAIRoutes:
 
     # ----------------------------------------------------------------- completions
 
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
+    async def completions(self, request: web.Request) -> web.StreamResponse:
         return await cancel_on_disconnect(request, lambda: self._completion_answer(request))
 
     async def _completion_answer(self, request: web.Request) -> web.StreamResponse:
@@ -145,7 +136,7 @@ class OpenAIRoutes:
 
     # ----------------------------------------------------------------- embeddings and models
 
-    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await cancel_on_disconnect(request, lambda: self._embedding_answer(request))
 
     async def _embedding_answer(self, request: web.Request) -> web.StreamResponse:
@@ -153,11 +144,11 @@ class OpenAIRoutes:
         result = await self.service.embed(plan.request)
         return _json(embedding_list(plan.request["model"], result, plan.base64))
 
-    async def _models(self, _request: web.Request) -> web.StreamResponse:
+    async def models(self, _request: web.Request) -> web.StreamResponse:
         models = await self._list_models()
         return _json({"object": "list", "data": [model_object(entry) for entry in models]})
 
-    async def _model(self, request: web.Request) -> web.StreamResponse:
+    async def model(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["model"]
         entry = await self._find_model(name)
         if entry is None:

@@ -33,7 +33,7 @@ def settings(tmp_path: Path) -> Settings:
 async def client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings
 ) -> TestClient:
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(await create_app(settings))
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
-from registry.cache.lifecycle import LIFECYCLE, Lifecycle
+from registry.cache.lifecycle import Lifecycle
 from registry.model.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.model.names import ModelName
 from registry.server.app import create_app
+from registry.server.services import SERVICES
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import mirror_settings, services_of, tune
 
@@ -39,16 +40,17 @@ async def cache_mirror(aiohttp_client: Callable[..., Awaitable[TestClient]], roo
                        *, background_prune: bool = True, **env: str) -> TestClient:
     """An in-process mirror of `upstream` whose pruner looks at fills every 20 ms (or, without
     `background_prune`, only once at startup: the test runs the prunes it wants itself)."""
-    app = create_app(mirror_settings(root, upstream, **env))
-    app[LIFECYCLE].prune_poll = 0.02 if background_prune else 3600
-    app[LIFECYCLE].prune_interval = 0.2 if background_prune else 3600
+    app = await create_app(mirror_settings(root, upstream, **env))
+    pruner = app[SERVICES].lifecycle.pruner
+    pruner.poll = 0.02 if background_prune else 3600
+    pruner.interval = 0.2 if background_prune else 3600
     client = await aiohttp_client(app)
     tune(services_of(client))
     return client
 
 
 def lifecycle_of(client: TestClient) -> Lifecycle:
-    return client.server.app[LIFECYCLE]
+    return client.server.app[SERVICES].lifecycle
 
 
 async def api_pull(client: TestClient, name: str) -> None:

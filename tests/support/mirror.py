@@ -9,10 +9,10 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from registry.config import Settings, load_settings
+from registry.mirror.upstream import Policy
 from registry.model.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.server.app import create_app
 from registry.server.services import SERVICES, Services
-from registry.mirror.upstream import Policy
 
 # Stalls, retries and backoff shrunk so fault tests take milliseconds, not ollama's 30 s.
 FAST_POLICY = Policy(connect=2.0, request=5.0, stall=0.5, request_attempts=2, blob_attempts=4,
@@ -39,7 +39,7 @@ def tune(services: Services, *, min_segment: int = SMALL_SEGMENT) -> None:
 
 async def mirror_client(aiohttp_client: Callable[..., Awaitable[TestClient]], root: Path, upstream: str,
                         **env: str) -> TestClient:
-    client = await aiohttp_client(create_app(mirror_settings(root, upstream, **env)))
+    client = await aiohttp_client(await create_app(mirror_settings(root, upstream, **env)))
     tune(client.server.app[SERVICES])
     return client
 

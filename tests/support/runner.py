@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from registry.server.routes import inference_routes
 from runner.http.ollama import Runner
 from runner.scheduler import RunnerConfig
 from runner.spec import ModelNotFoundError, ModelSpec
@@ -88,7 +89,7 @@ async def start_runner(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> 
 
         runner = Runner(config or RunnerConfig(), resolve)
         app = web.Application()
-        app.add_routes(runner.routes())
+        app.add_routes(inference_routes(runner))
 
         async def close_runner(_app: web.Application) -> None:
             await runner.close()

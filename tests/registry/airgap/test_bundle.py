@@ -30,7 +30,7 @@ WEIGHTS = bytes(range(256)) * 4000 + b"tail"
 
 @pytest.fixture
 async def source(aiohttp_client: ClientFactory, tmp_path: Path) -> TestClient:
-    client = await aiohttp_client(create_app(make_settings(tmp_path / "internet")))
+    client = await aiohttp_client(await create_app(make_settings(tmp_path / "internet")))
     await add_model(client, "tiny:1b", WEIGHTS)
     await add_model(client, "tiny:chat", WEIGHTS, template=b"{{ .System }} {{ .Prompt }}")
     return client
@@ -39,7 +39,7 @@ async def source(aiohttp_client: ClientFactory, tmp_path: Path) -> TestClient:
 @pytest.fixture
 def target_factory(aiohttp_client: ClientFactory, tmp_path: Path) -> TargetFactory:
     async def make(name: str = "airgap", **env: str) -> TestClient:
-        return await aiohttp_client(create_app(make_settings(tmp_path / name, **env)))
+        return await aiohttp_client(await create_app(make_settings(tmp_path / name, **env)))
     return make
 
 

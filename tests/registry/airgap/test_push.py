@@ -148,7 +148,7 @@ async def test_resumable_upload_then_manifest(client: TestClient, settings: Sett
 
 async def test_upload_limit_and_abandoned_uploads(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, CORRAL_MAX_UPLOAD="1000", CORRAL_UPLOAD_TIMEOUT="1s")
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(await create_app(settings))
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
     auth = {"Authorization": f"Bearer {await token(client, key)}"}
@@ -200,7 +200,7 @@ async def test_push_client_resumes_after_a_failed_part(aiohttp_client: ClientFac
     monkeypatch.setattr(push, "MIN_PART", 64_000)
     monkeypatch.setattr(push, "RETRY_DELAY", 0.01)
     settings = make_settings(tmp_path / "target")
-    app = create_app(settings)
+    app = await create_app(settings)
     patches: list[int] = []
 
     @web.middleware
@@ -229,7 +229,7 @@ async def test_push_client_resumes_after_a_failed_part(aiohttp_client: ClientFac
 async def test_pull_auth_and_admin_token(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, CORRAL_PULL_AUTH="1", OLLAMA_HOST="0.0.0.0:11434",
                              CORRAL_ADMIN_TOKEN="s3cret")
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(await create_app(settings))
     assert (await client.get("/v2/library/tiny/manifests/latest")).status == 401
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
@@ -245,7 +245,7 @@ async def test_pull_auth_and_admin_token(aiohttp_client: ClientFactory, tmp_path
 
 async def test_admin_routes_closed_without_a_token(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, OLLAMA_HOST="0.0.0.0:11434")
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(await create_app(settings))
     resp = await client.post("/api/copy", json={"source": "a", "destination": "b"})
     assert resp.status == 403 and "CORRAL_ADMIN_TOKEN" in (await resp.json())["error"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.web.errors import DISK_FULL_MESSAGE
 from registry.model.names import Digest
+from registry.storage.disk import DISK_FULL_MESSAGE
 from tests.support.cache import (
     add_model,
     api_pull,
@@ -29,6 +29,7 @@ from tests.support.cache import (
 )
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.mirror import services_of
 from tests.support.models import write_gguf
 
 MB = 1_000_000
@@ -105,12 +106,12 @@ async def test_a_disk_that_fills_up_mid_fill_ends_it_and_gives_the_room_back(
     weights = add_model(fake_registry, "m", 30 * MB)
     fake_registry.cdn_rate = 10 * MB  # 3 s per transfer: time to fill the disk behind its back
     mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
-    fills = lifecycle_of(mirror).services.fills
+    fills = services_of(mirror).fills
     pulling = asyncio.create_task(pull_error(mirror, "m"))
     digest = Digest.parse(sha(weights))
 
     async def writing() -> bool:
-        return (fill := fills.get(digest)) is not None and fill.completed > 0
+        return (fill := fills.in_flight.get(digest)) is not None and fill.completed > 0
 
     await wait_for(writing)
     filler = await asyncio.to_thread(fill_up, small_disk)
@@ -119,7 +120,7 @@ async def test_a_disk_that_fills_up_mid_fill_ends_it_and_gives_the_room_back(
     assert "the disk filled up while storing" in error
 
     async def all_ended() -> bool:  # the model's other layers end their fills on their own
-        return not fills.active_digests()
+        return not fills.in_flight.digests()
 
     await wait_for(all_ended)
     assert not list((small_disk / "models" / "blobs").glob("*-partial"))  # its room was given back

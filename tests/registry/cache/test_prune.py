@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from registry.storage.leases import Leases, inode_of
+from registry.cache.prune import KeepList
 from registry.model.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.model.names import Digest, ModelName
-from registry.cache.prune import KeepList
+from registry.storage.leases import Leases, inode_of
 from tests.support.cache import (
     add_model,
     api_pull,
@@ -27,6 +27,7 @@ from tests.support.cache import (
 )
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.mirror import services_of
 from tests.support.models import smollm2_gguf
 
 MB = 1_000_000
@@ -93,7 +94,7 @@ async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
     assert (await mirror.post("/api/corral/pin", json={"model": "m1"})).status == 200
     await api_pull(mirror, "m2")
     reader = await StalledReader.blob(mirror, "m2", weights["m2"])  # m2 is in use from here on
-    assert Digest.parse(sha(weights["m2"])) in lifecycle.services.leases.held()
+    assert Digest.parse(sha(weights["m2"])) in services_of(mirror).leases.held()
     for i in range(3, 9):
         await api_pull(mirror, f"m{i}")  # m8 takes the store past 36 MB, the high watermark
 
@@ -196,7 +197,7 @@ async def test_a_bundle_being_exported_keeps_its_model(
 
     bundle = reader.first + await reader.finish()
     assert big in bundle  # the weights went out whole (tar stores them unchanged)
-    assert not lifecycle.services.leases.held()
+    assert not services_of(mirror).leases.held()
 
 
 def test_retire_waits_for_the_last_reader_and_spares_a_newer_copy(tmp_path: Path) -> None:

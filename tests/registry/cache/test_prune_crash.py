@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
+from registry.model.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
+from registry.model.names import ModelName
 from registry.storage.catalog import Catalog
 from registry.storage.db import make_engine, make_sessionmaker, upgrade_database
 from registry.storage.leases import Leases
-from registry.model.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
-from registry.model.names import ModelName
 from registry.storage.store import BlobStore
 from tests.support.airgap import manifest_for
 from tests.support.cache import assert_consistent, blob_files, catalogue, tags

@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from registry.server.app import create_app
 from tests.registry.conftest import make_settings
 from tests.support.airgap import add_model
-from tests.support.cache import assert_consistent, cache_mirror, lifecycle_of, wait_for
+from tests.support.cache import assert_consistent, cache_mirror, wait_for
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import LegacyPuller
-from tests.support.mirror import SMALL_SEGMENT, model_layers
+from tests.support.mirror import SMALL_SEGMENT, model_layers, services_of
 
 
 def blob_path(root: Path, digest: str) -> Path:
@@ -87,7 +87,7 @@ async def test_background_scrub_finds_corruption_by_itself(
         return blob_state(tmp_path, sha(layers[0][1])) == "quarantined"
 
     await wait_for(quarantined)
-    assert lifecycle_of(mirror).metrics.scrub_failures == 1
+    assert services_of(mirror).counters.scrub_failures == 1
 
 
 def write_fill_row(root: Path, digest: str, size: int, done: int) -> None:
@@ -107,7 +107,7 @@ def make_partial(root: Path, data: bytes, age: float = 0.0) -> Path:
 
 async def test_startup_reconciles_disk_and_catalogue(aiohttp_client, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    first = await aiohttp_client(create_app(settings))
+    first = await aiohttp_client(await create_app(settings))
     weights = {name: name.encode() * 5000 for name in ("gone", "unrecorded", "rotten", "fine")}
     for name, data in weights.items():
         await add_model(first, name, data)
@@ -129,7 +129,7 @@ async def test_startup_reconciles_disk_and_catalogue(aiohttp_client, tmp_path: P
     retired = blob_path(tmp_path, sha(stray)).with_name("sha256-" + "e" * 64 + "-retired-0a1b2c3d")
     retired.write_bytes(b"evicted, not yet unlinked")
 
-    second = await aiohttp_client(create_app(settings))
+    second = await aiohttp_client(await create_app(settings))
     report = (await (await second.get("/api/corral/status")).json())["reconcile"]
     assert report["dropped_rows"] == [sha(weights["gone"])]
     assert report["adopted"] == [sha(weights["unrecorded"])]
@@ -152,7 +152,7 @@ async def test_noprune_keeps_partials_and_unreferenced_files(aiohttp_client, tmp
     stray, stale = b"kept by OLLAMA_NOPRUNE", b"an old partial"
     blob_path(tmp_path, sha(stray)).write_bytes(stray)
     stale_path = make_partial(tmp_path, stale, age=7200)
-    client = await aiohttp_client(create_app(make_settings(tmp_path, OLLAMA_NOPRUNE="1")))
+    client = await aiohttp_client(await create_app(make_settings(tmp_path, OLLAMA_NOPRUNE="1")))
     report = (await (await client.get("/api/corral/status")).json())["reconcile"]
     assert report["kept_orphans"] == [sha(stray)]
     assert report["removed_orphans"] == [] and report["removed_partials"] == []

@@ -118,7 +118,7 @@ async def test_keep_warm_models_arrive_unasked_and_are_never_evicted(
 
 async def test_admin_routes_need_the_token_beyond_loopback(aiohttp_client, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, OLLAMA_HOST="0.0.0.0:11434", CORRAL_ADMIN_TOKEN="s3cret")
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(await create_app(settings))
     for path in ("/api/corral/prune", "/api/corral/scrub", "/api/corral/pin", "/api/corral/unpin"):
         assert (await client.post(path, json={"model": "x"})).status == 401
     token = {"Authorization": "Bearer s3cret"}

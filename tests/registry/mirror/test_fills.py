@@ -66,7 +66,7 @@ async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
     path = f"/v2/library/m/blobs/{sha(weights)}"
     full = asyncio.create_task(mirror.get(path))
     fills = services_of(mirror).fills
-    await wait_until(lambda: (fill := fills.get(Digest.parse(sha(weights)))) is not None and fill.completed > 0)
+    await wait_until(lambda: (fill := fills.in_flight.get(Digest.parse(sha(weights)))) is not None and fill.completed > 0)
     head = await mirror.head(path)
     assert head.status == 200 and int(head.headers["Content-Length"]) == SIZE
     ahead = (5 * SMALL_SEGMENT + 1000, 5 * SMALL_SEGMENT + 1999)  # far ahead of the first segment
@@ -74,7 +74,7 @@ async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
     assert part.status == 206
     assert part.headers["Content-Range"] == f"bytes {ahead[0]}-{ahead[1]}/{SIZE}"
     assert await part.read() == weights[ahead[0]:ahead[1] + 1]
-    fill = fills.get(Digest.parse(sha(weights)))
+    fill = fills.in_flight.get(Digest.parse(sha(weights)))
     assert fill is not None and not fill.verified  # all of that while the fill is still running
     response = await full
     assert response.status == 200 and response.headers["Location"] == path

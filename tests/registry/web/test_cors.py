@@ -34,7 +34,7 @@ async def _client(aiohttp_client: ClientFactory, root: Path, **env: str) -> Test
         "CORRAL_OFFLINE": "1",
         **env,
     })
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(await create_app(settings))
 
 
 def _preflight(origin: str, method: str = "POST") -> dict[str, str]:

@@ -1,1 +1,1 @@
-"""The corral command: the argument parser, one module per command group, and the HTTP client they share."""
+"""The corral command: the parser (main), one module per command group, and the helpers and HTTP client they share."""

@@ -2,6 +2,6 @@
 
 import sys
 
-from registry.cli.main.main import main
+from registry.cli.main import main
 
 sys.exit(main())

@@ -13,15 +13,14 @@ import asyncio
 import os
 import sys
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 from registry.airgap.bundle_index import INDEX_NAME, BundleError, BundleIndex
 from registry.auth.certs import SERVER_DAYS, create_certificates, trust_instructions
-from registry.cli.main import Command, client
-from registry.config import Settings
 from registry.auth.keys import key_blob, load_or_create_key, public_key_line
+from registry.cli.common import AddCommand, client
 from registry.cli.progress import ProgressBars
+from registry.config import Settings
 from registry.storage.store import read_file_chunks
 
 CHUNK = 1024 * 1024
@@ -153,7 +152,7 @@ async def cmd_authorize(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+def add_parsers(add: AddCommand) -> None:
     p = add("push", cmd_push, "push a model to another corral or a Docker registry (NAME's host)")
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="use http instead of https")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from registry.cli.main import Command, _table, client, human_ago
+from registry.cli.common import AddCommand, client, human_ago, table
 from registry.config import Settings
 from registry.units import format_byte_size
 
@@ -94,11 +93,11 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         rows.append([m["name"], format_byte_size(m["size"]), "yes" if m["pinned"] else "",
                      human_ago(m["last_used"]) if m["last_used"] else "never", m["protected"] or ""])
     print()
-    print(_table(rows))
+    print(table(rows))
     return 0
 
 
-def add_parsers(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+def add_parsers(add: AddCommand) -> None:
     p = add("prune", cmd_prune, "evict least recently used models over the quota and collect unused blobs")
     p.add_argument("--dry-run", action="store_true", help="print what would go and why, change nothing")
     add("scrub", cmd_scrub, "re-hash every stored blob; quarantine any that do not match (exit 1 if so)")

@@ -5,178 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from registry import __version__
-from registry.cli.client import ClientError, CorralClient, base_url
-from registry.config import Settings, SettingsError, load_settings
-from registry.model.modelfile import ModelfileError, parse_modelfile, parse_parameters
-from registry.storage.store import hash_file
-from registry.units import format_byte_size
-
-Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: getattr(args, k, None) for k in ("host", "models", "tls_cert", "tls_key")}
-    return load_settings(config_file=getattr(args, "config", None), overrides=overrides)
-
-
-def client(settings: Settings) -> CorralClient:
-    return CorralClient(base_url(settings.host), settings.admin_token)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("    ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def human_ago(ts: float) -> str:
-    delta = max(0.0, time.time() - ts)
-    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if delta >= seconds:
-            n = int(delta // seconds)
-            return f"{n} {unit}{'s' if n != 1 else ''} ago"
-    return "Less than a minute ago" if delta >= 1 else "Less than a second ago"
-
-
-async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    async with client(settings) as c:
-        data = await c.request("GET", "/api/tags")
-    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
-    for m in data["models"]:
-        modified = datetime.fromisoformat(m["modified_at"]).timestamp()
-        rows.append([m["name"], m["digest"][:12], format_byte_size(m["size"]), human_ago(modified)])
-    print(_table(rows))
-    return 0
-
-
-async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with client(settings) as c:
-        data = await c.request("POST", "/api/show", {"model": args.model})
-    for flag in ("modelfile", "parameters", "template", "system", "license"):
-        if getattr(args, flag):
-            print(data.get(flag, ""))
-            return 0
-    details = data.get("details", {})
-    info = data.get("model_info", {})
-    arch = info.get("general.architecture", details.get("family", ""))
-    print("  Model")
-    for label, value in (
-        ("architecture", arch),
-        ("parameters", details.get("parameter_size", "")),
-        ("context length", info.get(f"{arch}.context_length", "")),
-        ("embedding length", info.get(f"{arch}.embedding_length", "")),
-        ("quantization", details.get("quantization_level", "")),
-    ):
-        if value != "":
-            print(f"    {label:<20}{value}")
-    if data.get("capabilities"):
-        print("\n  Capabilities")
-        for cap in data["capabilities"]:
-            print(f"    {cap}")
-    if data.get("parameters"):
-        print("\n  Parameters")
-        for line in data["parameters"].splitlines():
-            print(f"    {line}")
-    if data.get("license"):
-        print("\n  License")
-        for line in data["license"].strip().splitlines()[:2]:
-            print(f"    {line}")
-    return 0
-
-
-async def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
-    async with client(settings) as c:
-        for name in args.models:
-            await c.request("DELETE", "/api/delete", {"model": name})
-            print(f"deleted '{name}'")
-    return 0
-
-
-async def cmd_cp(args: argparse.Namespace, settings: Settings) -> int:
-    async with client(settings) as c:
-        await c.request("POST", "/api/copy", {"source": args.source, "destination": args.destination})
-    print(f"copied '{args.source}' to '{args.destination}'")
-    return 0
-
-
-async def _upload(c: CorralClient, path: Path) -> str:
-    if not await asyncio.to_thread(path.is_file):
-        raise ModelfileError(f"no such file: {path}")
-    digest, _ = await hash_file(path)
-    if not await c.blob_exists(str(digest)):
-        print(f"copying file {digest} 0%", file=sys.stderr)
-        await c.upload_blob(str(digest), path)
-        print(f"copying file {digest} 100%", file=sys.stderr)
-    return str(digest)
-
-
-def _local_path(arg: str, base: Path) -> Path | None:
-    """FROM/ADAPTER name a file when one exists there (relative to the Modelfile), else a model."""
-    candidate = Path(os.path.expanduser(arg))
-    if not candidate.is_absolute():
-        candidate = base / candidate
-    return candidate if candidate.exists() else None
-
-
-async def build_create_request(c: CorralClient, name: str, modelfile: Path) -> dict[str, Any]:
-    parsed = parse_modelfile(await asyncio.to_thread(modelfile.read_text))
-    body: dict[str, Any] = {"model": name}
-    params: list[tuple[str, str]] = []
-    messages: list[dict[str, str]] = []
-    licenses: list[str] = []
-    print("gathering model components", file=sys.stderr)
-    for command, arg in parsed.commands:
-        if command == "from":
-            path = await asyncio.to_thread(_local_path, arg, modelfile.parent)
-            if path is None:
-                body["from"] = arg
-            else:
-                body["files"] = {path.name: await _upload(c, path)}
-        elif command == "adapter":
-            path = await asyncio.to_thread(_local_path, arg, modelfile.parent)
-            if path is None:
-                raise ModelfileError(f"adapter file not found: {arg}")
-            body["adapters"] = {path.name: await _upload(c, path)}
-        elif command in ("template", "system", "renderer", "parser", "requires"):
-            body[command] = arg
-        elif command == "license":
-            licenses.append(arg)
-        elif command == "message":
-            role, _, content = arg.partition(" ")
-            messages.append({"role": role, "content": content})
-        else:
-            params.append((command, arg))
-    if params:
-        body["parameters"] = parse_parameters(params)
-    if messages:
-        body["messages"] = messages
-    if licenses:
-        body["license"] = licenses
-    return body
-
-
-async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    modelfile = Path(args.file)
-    if await asyncio.to_thread(modelfile.is_dir):
-        modelfile = modelfile / "Modelfile"
-    async with client(settings) as c:
-        body = await build_create_request(c, args.model, modelfile)
-        async for event in c.stream("/api/create", body):
-            print(event.get("status", ""), file=sys.stderr)
-    return 0
-
-
-async def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
-    print(f"corral version {__version__}")
-    return 0
+from registry.cli import airgap, cache, library, mirror, runner
+from registry.cli.client import ClientError
+from registry.cli.common import Command, settings_from_args
+from registry.config import SettingsError
+from registry.model.modelfile import ModelfileError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -184,11 +20,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from registry import cli_runner  # commands live beside the code they drive
-    from registry.cli.main import airgap as cli_airgap
-    from registry.cli.main import cache as cli_cache
-    from registry.cli.main import mirror as cli_mirror
-
     parser = argparse.ArgumentParser(prog="corral", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -206,47 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("create", cmd_create, "create a model from a Modelfile")
-    p.add_argument("model")
-    p.add_argument("-f", "--file", default="Modelfile", help="Modelfile path (default ./Modelfile)")
-    add("list", cmd_list, "list models", aliases=("ls",))
-    p = add("show", cmd_show, "show information about a model")
-    p.add_argument("model")
-    for flag in ("modelfile", "parameters", "template", "system", "license"):
-        p.add_argument(f"--{flag}", action="store_true", help=f"show the model's {flag}")
-    p = add("rm", cmd_rm, "remove models")
-    p.add_argument("models", nargs="+")
-    p = add("cp", cmd_cp, "copy a model")
-    p.add_argument("source")
-    p.add_argument("destination")
-    add("version", cmd_version, "print corral's version", aliases=("--version",))
-    cli_runner.add_parsers(add)
-    cli_airgap.add_parsers(add)
-    cli_mirror.add_parsers(add)
-    cli_cache.add_parsers(add)
+    for commands in (library, runner, airgap, mirror, cache):
+        commands.add_parsers(add)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
     except SettingsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     if args.func is None:
-        from registry.server.app import serve
+        from registry.server.app import serve  # only `serve` needs the server (and llama.cpp) loaded
 
         serve(settings)
         return 0
     try:
         return asyncio.run(args.func(args, settings))
-    except ClientError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    except (ModelfileError, OSError) as exc:
+    except (ClientError, ModelfileError, OSError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-

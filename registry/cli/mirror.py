@@ -8,11 +8,10 @@ any ollama client) joins it instead of starting over.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from registry.cli.main import Command, client
-from registry.config import Settings
+from registry.cli.common import AddCommand, client
 from registry.cli.progress import ProgressBars
+from registry.config import Settings
 
 
 async def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,7 +25,7 @@ async def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+def add_parsers(add: AddCommand) -> None:
     p = add("pull", cmd_pull, "pull a model from the upstream registry into corral's cache")
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true",

@@ -12,12 +12,12 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from registry.cli.main import client
 from registry.cli.client import ClientError, CorralClient
+from registry.cli.common import AddCommand, client, table
+from registry.cli.mirror import cmd_pull
 from registry.config import Settings
 from registry.units import format_byte_size
 
@@ -58,8 +58,6 @@ async def _load(c: CorralClient, args: argparse.Namespace, settings: Settings) -
     except ClientError as exc:
         if exc.status != 404:
             raise
-        from registry.cli.mirror import cmd_pull
-
         await cmd_pull(argparse.Namespace(model=args.model, insecure=False), settings)
         await c.request("POST", "/api/chat", _chat_body(args, []))
 
@@ -200,9 +198,7 @@ async def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
                 _until(m["expires_at"]),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(table(rows))
     return 0
 
 
@@ -217,7 +213,7 @@ async def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
+def add_parsers(add: AddCommand) -> None:
     p = add("run", cmd_run, "run a model: answer a prompt, or chat interactively")
     p.add_argument("model")
     p.add_argument("prompt", nargs="*", help="prompt (otherwise an interactive chat starts)")

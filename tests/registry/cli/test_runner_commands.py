@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.cli.runner import cmd_ps, cmd_run, cmd_stop
 from registry.cli.client import ClientError
+from registry.cli.runner import cmd_ps, cmd_run, cmd_stop
 from registry.config import Settings, load_settings
 from tests.support.runner import Harness
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from runner.template.template import Message, Template, TemplateError, ToolCall, render_chat, render_generate
+from runner.template.chat import Message, ToolCall, render_chat, render_generate
+from runner.template.errors import TemplateError
+from runner.template.template import Template
 
 CONFORMANCE_DIR = Path(
     os.environ.get("CORRAL_CONFORMANCE_DIR")

@@ -34,17 +34,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runner.engine.engine import Completion, Engine, EngineSettings, Finished, Piece
+from runner.engine.sampling import grammar_for_format
 from runner.errors import RequestError
 from runner.options import Options, build_options, parse_keep_alive
 from runner.prompt.builder import PromptBuilder, capabilities, think_enabled
-from runner.requests import bool_field, parse_messages, parse_think, parse_tools, string_field
-from runner.engine.sampling import grammar_for_format
-from runner.scheduler import LoadedModel, RunnerConfig, Scheduler
-from runner.spec import ModelNotFoundError, ModelSpec, ModelUnusableError, SpecResolver
-from runner.template.template import ToolCall
 from runner.prompt.thinking import ThinkingParser
 from runner.prompt.toolgrammar import tool_call_grammar
 from runner.prompt.tools import new_tool_call_id
+from runner.requests import bool_field, parse_messages, parse_think, parse_tools, string_field
+from runner.scheduler import LoadedModel, RunnerConfig, Scheduler
+from runner.spec import ModelNotFoundError, ModelSpec, ModelUnusableError, SpecResolver
+from runner.template.chat import ToolCall
 
 
 class RunnerStats:

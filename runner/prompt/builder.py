@@ -14,13 +14,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runner.engine.native import Vocab
 from runner.errors import RequestError
 from runner.prompt.jinja import JinjaChatTemplate, has_thinking_support, has_tool_support
-from runner.engine.native import Vocab
-from runner.spec import ModelSpec
-from runner.template.template import Message, Template, TemplateError, ToolCall, render_chat, render_generate
 from runner.prompt.thinking import ThinkingParser, infer_thinking_tags
 from runner.prompt.tools import ToolCallParser, infer_tool_tag
+from runner.spec import ModelSpec
+from runner.template.chat import Message, ToolCall, render_chat, render_generate
+from runner.template.errors import TemplateError
+from runner.template.template import Template
 
 log = logging.getLogger(__name__)
 

@@ -9,45 +9,12 @@ from __future__ import annotations
 
 import enum
 
-from runner.template.template import (
-    ActionNode,
-    BranchNode,
-    CommandNode,
-    FieldNode,
-    ListNode,
-    Node,
-    PipeNode,
-    RangeNode,
-    Template,
-    TemplateNode,
-    TextNode,
-)
-
-
-def _children(node: Node) -> list[Node]:
-    if isinstance(node, ListNode):
-        return list(node.nodes)
-    if isinstance(node, BranchNode):
-        return [n for n in (node.pipe, node.body, node.else_body) if n is not None]
-    if isinstance(node, ActionNode | TemplateNode):
-        return [node.pipe] if node.pipe is not None else []
-    if isinstance(node, PipeNode):
-        return list(node.cmds)
-    if isinstance(node, CommandNode):
-        return list(node.args)
-    return []
-
-
-def _walk(node: Node, ancestors: list[Node]) -> list[tuple[Node, list[Node]]]:
-    """Every node in visiting order, each with the chain of nodes above it."""
-    visited = [(node, ancestors)]
-    for child in _children(node):
-        visited += _walk(child, [*ancestors, node])
-    return visited
+from runner.template.node import FieldNode, ListNode, RangeNode, TextNode, walk
+from runner.template.template import Template
 
 
 def _range_over_messages(node: RangeNode) -> bool:
-    return any(isinstance(n, FieldNode) and n.idents[0] == "Messages" for n, _ in _walk(node.pipe, []))
+    return any(isinstance(n, FieldNode) and n.idents[0] == "Messages" for n, _ in walk(node.pipe))
 
 
 def infer_thinking_tags(template: Template) -> tuple[str, str] | None:
@@ -58,7 +25,7 @@ def infer_thinking_tags(template: Template) -> tuple[str, str] | None:
     the template shows no such pair.
     """
     opening = closing = ""
-    for node, ancestors in _walk(template.root, []):
+    for node, ancestors in walk(template.root):
         if not isinstance(node, FieldNode) or node.idents[0] != "Thinking":
             continue
         ranges = [a for a in ancestors if isinstance(a, RangeNode)]

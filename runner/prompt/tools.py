@@ -15,18 +15,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.template.template import (
-    BranchNode,
-    FieldNode,
-    IfNode,
-    ListNode,
-    Node,
-    RangeNode,
-    Template,
-    TextNode,
-    ToolCall,
-    WithNode,
-)
+from runner.template.chat import ToolCall
+from runner.template.node import FieldNode, IfNode, ListNode, Node, RangeNode, TextNode, WithNode, walk
+from runner.template.template import Template
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -45,7 +36,7 @@ def infer_tool_tag(template: Template) -> str | None:
     """
     if not template.mentions("ToolCalls"):
         return None
-    branch = _find_tool_calls_if(template.root.nodes)
+    branch = _find_tool_calls_if(template.root)
     text = _first_text(branch.body.nodes) if branch is not None else None
     if text is None:
         return "{"
@@ -57,19 +48,11 @@ def _mentions_tool_calls(branch: IfNode) -> bool:
     return any(isinstance(arg, FieldNode) and "ToolCalls" in arg.idents for cmd in branch.pipe.cmds for arg in cmd.args)
 
 
-def _find_tool_calls_if(nodes: Sequence[Node]) -> IfNode | None:
-    for node in nodes:
+def _find_tool_calls_if(root: ListNode) -> IfNode | None:
+    """The first `{{ if }}` whose condition names `.ToolCalls`, in source order."""
+    for node, _ in walk(root):
         if isinstance(node, IfNode) and _mentions_tool_calls(node):
             return node
-        children: list[ListNode] = []
-        if isinstance(node, BranchNode):
-            children = [node.body] if node.else_body is None else [node.body, node.else_body]
-        elif isinstance(node, ListNode):
-            children = [node]
-        for child in children:
-            found = _find_tool_calls_if(child.nodes)
-            if found is not None:
-                return found
     return None
 
 

@@ -11,9 +11,10 @@ import re
 
 import pytest
 
-from runner.template.template import Template, ToolCall
 from runner.prompt.thinking import ThinkingParser, infer_thinking_tags
 from runner.prompt.tools import ToolCallParser, infer_tool_tag, new_tool_call_id
+from runner.template.chat import ToolCall
+from runner.template.template import Template
 
 
 def _tool(name: str) -> dict[str, object]:

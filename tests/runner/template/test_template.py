@@ -7,27 +7,22 @@ with ollama's data types -- except that `{{ .Function }}` prints JSON here, as o
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runner.template.template import Message, Template, TemplateError, ToolCall, render_chat, render_generate
+from runner.template.chat import Message, ToolCall, render_chat, render_generate
+from runner.template.errors import TemplateError
+from runner.template.template import Template
 
-CONFORMANCE_DIR = Path(
-    os.environ.get("CORRAL_CONFORMANCE_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "conformance" / "go-templates"
-)
+CONFORMANCE_DIR = Path(__file__).resolve().parent / "testdata"
 # From the conformance README (ollama's template_test.go): these drop one trailing space.
 TRAILING_SPACE_TRIMMED = {"chatqa", "llama2-chat", "mistral-instruct", "openchat", "vicuna"}
 
 
 def _conformance_cases() -> list[Any]:
-    if not CONFORMANCE_DIR.is_dir():
-        reason = f"conformance data not found at {CONFORMANCE_DIR} (set CORRAL_CONFORMANCE_DIR)"
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=reason), id="conformance-missing")]
     return [
         pytest.param(folder, case, id=f"{folder.name}/{case.stem}")
         for folder in sorted(p for p in CONFORMANCE_DIR.iterdir() if p.is_dir())

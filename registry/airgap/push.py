@@ -7,6 +7,9 @@ upload (with `mount`/`from` when the layer came from another model), PATCH parts
 gets the same model digest. A 401 is answered by signing the token request with corral's own
 ed25519 key. A failed part is retried from the offset the registry reports, so a flaky link
 costs one part, not the whole blob. Progress lines have ollama's shape (`pushing <12 hex>`).
+
+`PushHandler` serves the route with what a push reads: the catalogue (the model), the store (its
+blob files) and the path of corral's key, loaded (or created) when a push starts.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from multidict import CIMultiDict
 from yarl import URL
 
-from registry.storage.catalog import ModelNotFound, ModelRecord
-from registry.web.errors import ApiError
-from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.auth.keys import load_or_create_key
+from registry.auth.token_client import TokenError, fetch_token, parse_challenge
 from registry.model.manifest import Layer
 from registry.model.names import InvalidNameError, ModelName
+from registry.storage.catalog import Catalog, ModelNotFound, ModelRecord
+from registry.storage.store import BlobStore
+from registry.web.errors import ApiError
+from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.web.ndjson import stream_progress
-from registry.server.services import SERVICES, Services
-from registry.auth.token_client import TokenError, fetch_token, parse_challenge
 
 NUM_PARTS, MIN_PART, MAX_PART = 16, 100_000_000, 1_000_000_000  # ollama's upload part sizing
 READ_CHUNK = 1024 * 1024
@@ -196,40 +199,46 @@ def _mount_query(layer: Layer) -> str:
     return "?" + urlencode({"mount": str(layer.digest), "from": source.repository})
 
 
-async def push_events(services: Services, record: ModelRecord, insecure: bool) -> AsyncIterator[dict[str, Any]]:
-    yield {"status": "retrieving manifest"}
-    name = record.name
-    key = await asyncio.to_thread(load_or_create_key, services.settings.key_path)
-    base = f"{'http' if insecure else 'https'}://{name.host}"
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            pusher = Pusher(RegistrySession(http, key), base, name.repository)
-            for layer in record.manifest.all_layers:
-                progress = Progress(layer)
-                task = asyncio.create_task(pusher.blob(layer, services.store.path(layer.digest), progress))
-                try:
-                    while not task.done():
-                        await asyncio.wait({task}, timeout=PROGRESS_INTERVAL)
-                        yield progress.event()
-                    task.result()
-                finally:
-                    task.cancel()
-            yield {"status": "pushing manifest"}
-            await pusher.manifest(record, name.tag)
-    except (PushError, TokenError, aiohttp.ClientError, TimeoutError) as exc:
-        raise ApiError(500, f"push {name.display_shortest()}: {exc}") from None
-    yield {"status": "success"}
+class PushHandler:
+    """`/api/push` of one server."""
 
+    def __init__(self, catalog: Catalog, store: BlobStore, key_path: Path) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.key_path = key_path
 
-async def push_handler(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    body = await read_json_object(request)
-    name = parse_name(model_field(body))
-    insecure = bool(field(body, "insecure", bool, False))
-    stream = bool(field(body, "stream", bool, True))
-    try:
-        record = await services.catalog.require(name)
-    except ModelNotFound:
-        raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
-    return await stream_progress(request, stream, push_events(services, record, insecure))
+    async def push(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_object(request)
+        name = parse_name(model_field(body))
+        insecure = bool(field(body, "insecure", bool, False))
+        stream = bool(field(body, "stream", bool, True))
+        try:
+            record = await self.catalog.require(name)
+        except ModelNotFound:
+            raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
+        return await stream_progress(request, stream, self.push_events(record, insecure))
+
+    async def push_events(self, record: ModelRecord, insecure: bool) -> AsyncIterator[dict[str, Any]]:
+        yield {"status": "retrieving manifest"}
+        name = record.name
+        key = await asyncio.to_thread(load_or_create_key, self.key_path)
+        base = f"{'http' if insecure else 'https'}://{name.host}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                pusher = Pusher(RegistrySession(http, key), base, name.repository)
+                for layer in record.manifest.all_layers:
+                    progress = Progress(layer)
+                    task = asyncio.create_task(pusher.blob(layer, self.store.path(layer.digest), progress))
+                    try:
+                        while not task.done():
+                            await asyncio.wait({task}, timeout=PROGRESS_INTERVAL)
+                            yield progress.event()
+                        task.result()
+                    finally:
+                        task.cancel()
+                yield {"status": "pushing manifest"}
+                await pusher.manifest(record, name.tag)
+        except (PushError, TokenError, aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(500, f"push {name.display_shortest()}: {exc}") from None
+        yield {"status": "success"}

@@ -26,9 +26,9 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from registry.auth.keys import SignatureError, key_blob, token_request_data, verify_challenge
 from registry.config import Settings
 from registry.web.errors import OciError, api_error_response, oci_error_response
-from registry.auth.keys import SignatureError, key_blob, token_request_data, verify_challenge
 
 log = logging.getLogger("corral.auth")
 
@@ -106,7 +106,11 @@ class Grant:
 
 
 class Authenticator:
-    """Token issuing and checking for one server."""
+    """Token issuing and checking for one server: the token endpoint and the access middleware.
+
+    One instance per server, because issued tokens and used nonces live in it; its `middleware`
+    (a bound method, marked as a new-style aiohttp middleware) runs before every handler.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -177,28 +181,40 @@ class Authenticator:
             hashlib.sha256(token.strip().encode()).digest(), hashlib.sha256(expected.encode()).digest()
         )
 
+    async def token(self, request: web.Request) -> web.Response:
+        """GET /v2/token: a short-lived token for a signed request from an authorized key."""
+        try:
+            token, grant = self.issue(request)
+        except OciError as err:
+            log.warning("token refused for %s: %s", request.remote, err.message)
+            raise
+        log.info("token issued to %s", grant.key)
+        return web.json_response({
+            "token": token,
+            "access_token": token,
+            "expires_in": int(TOKEN_TTL),
+            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A token for `/v2` writes (and pulls with CORRAL_PULL_AUTH), the admin token for `/api` writes."""
+        settings = self.settings
+        path = request.path
+        if path.startswith("/v2") and path != TOKEN_PATH:
+            needs_token = request.method in WRITE_METHODS or settings.pull_auth
+            if needs_token and self.grant(request) is None:
+                return self.challenge(request)
+        elif settings.needs_admin_token and _needs_admin(request) and not self.admin_ok(request):
+            if not settings.admin_token:
+                return api_error_response(403, "this route is disabled: corral listens beyond loopback "
+                                               "and CORRAL_ADMIN_TOKEN is not set")
+            return api_error_response(401, "unauthorized: this route requires the admin token")
+        return await handler(request)
+
 
 def _refused(reason: str) -> OciError:
     return OciError(401, "UNAUTHORIZED", reason)
-
-
-AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
-
-
-async def token_handler(request: web.Request) -> web.Response:
-    auth = request.app[AUTH]
-    try:
-        token, grant = auth.issue(request)
-    except OciError as err:
-        log.warning("token refused for %s: %s", request.remote, err.message)
-        raise
-    log.info("token issued to %s", grant.key)
-    return web.json_response({
-        "token": token,
-        "access_token": token,
-        "expires_in": int(TOKEN_TTL),
-        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
 
 
 def _needs_admin(request: web.Request) -> bool:
@@ -206,20 +222,3 @@ def _needs_admin(request: web.Request) -> bool:
     if path.startswith("/api/corral/"):
         return not (path == "/api/corral/status" and request.method == "GET")  # a read, as open as /corral
     return path.startswith("/api/") and request.method in WRITE_METHODS and path not in OPEN_API_WRITES
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    auth = request.app[AUTH]
-    settings = auth.settings
-    path = request.path
-    if path.startswith("/v2") and path != TOKEN_PATH:
-        needs_token = request.method in WRITE_METHODS or settings.pull_auth
-        if needs_token and auth.grant(request) is None:
-            return auth.challenge(request)
-    elif settings.needs_admin_token and _needs_admin(request) and not auth.admin_ok(request):
-        if not settings.admin_token:
-            return api_error_response(403, "this route is disabled: corral listens beyond loopback "
-                                           "and CORRAL_ADMIN_TOKEN is not set")
-        return api_error_response(401, "unauthorized: this route requires the admin token")
-    return await handler(request)

@@ -19,14 +19,14 @@ from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
-from registry.server.airgap import push
-from registry.config import Settings
+from registry.airgap import push
 from registry.auth.keys import sign_challenge, token_request_data
+from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge, token_url
+from registry.config import Settings
 from registry.model.manifest import MANIFEST_V2, MEDIA_MODEL, Layer
 from registry.model.names import Digest
 from registry.server.app import create_app
 from registry.server.services import SERVICES
-from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge, token_url
 from registry.storage.uploads import IncompleteChunkError, UploadStore
 from tests.registry.conftest import make_settings
 from tests.support.airgap import (

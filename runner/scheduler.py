@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.engine.engine import Engine, EngineSettings
-from runner.errors import QUEUE_FULL_MESSAGE, RequestError
 from runner.engine.memory import footprint, offload_layers
 from runner.engine.native import gpu_offload_supported
+from runner.errors import QUEUE_FULL_MESSAGE, RequestError
 from runner.options import FOREVER, RunnerOptions, keep_alive_setting
 from runner.spec import ModelSpec
 

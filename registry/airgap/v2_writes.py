@@ -23,7 +23,16 @@ from registry.model.names import Digest, ModelName
 from registry.storage.catalog import Catalog, ModelNotFound
 from registry.storage.store import BlobStore, BlobTooLargeError
 from registry.storage.uploads import IncompleteChunkError, Upload, UploadRangeError, UploadStore
-from registry.web.errors import OciError
+from registry.web.errors import (
+    BLOB_UPLOAD_INVALID,
+    BLOB_UPLOAD_UNKNOWN,
+    DIGEST_INVALID,
+    MANIFEST_BLOB_UNKNOWN,
+    MANIFEST_INVALID,
+    MANIFEST_UNKNOWN,
+    SIZE_INVALID,
+    OciError,
+)
 from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 
 MAX_MANIFEST = 4 * 1024 * 1024
@@ -53,10 +62,10 @@ def _content_range(request: web.Request) -> int | None:
         return None
     m = _RANGE.match(text.strip())
     if not m or int(m.group(2)) < int(m.group(1)):
-        raise OciError(416, "BLOB_UPLOAD_INVALID", f"invalid Content-Range {text!r}")
+        raise BLOB_UPLOAD_INVALID(f"invalid Content-Range {text!r}", status=416)
     start, end = int(m.group(1)), int(m.group(2))
     if request.content_length is not None and request.content_length != end - start + 1:
-        raise OciError(400, "BLOB_UPLOAD_INVALID", "Content-Range does not match Content-Length")
+        raise BLOB_UPLOAD_INVALID("Content-Range does not match Content-Length")
     return start
 
 
@@ -93,7 +102,7 @@ class V2Writes:
     async def _session(self, request: web.Request) -> Upload:
         upload = await self.uploads.get(request.match_info["upload_id"], self._repo(request))
         if upload is None:
-            raise OciError(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+            raise BLOB_UPLOAD_UNKNOWN()
         return upload
 
     async def start_upload(self, request: web.Request) -> web.Response:
@@ -116,11 +125,11 @@ class V2Writes:
             await self.uploads.append(upload, start, request.content.iter_chunked(1024 * 1024),
                                       request.content_length)
         except UploadRangeError as exc:
-            raise OciError(416, "BLOB_UPLOAD_INVALID", str(exc), {"range": f"0-{max(exc.size - 1, 0)}"}) from None
+            raise BLOB_UPLOAD_INVALID(str(exc), {"range": f"0-{max(exc.size - 1, 0)}"}, status=416) from None
         except BlobTooLargeError as exc:
-            raise OciError(413, "SIZE_INVALID", str(exc)) from None
+            raise SIZE_INVALID(str(exc), status=413) from None
         except IncompleteChunkError as exc:
-            raise OciError(400, "BLOB_UPLOAD_INVALID", str(exc)) from None
+            raise BLOB_UPLOAD_INVALID(str(exc)) from None
 
     async def patch_upload(self, request: web.Request) -> web.Response:
         upload = await self._session(request)
@@ -132,7 +141,7 @@ class V2Writes:
     async def finish_upload(self, request: web.Request) -> web.Response:
         """PUT `?digest=`: append any final chunk, verify the sha256, publish the blob."""
         if "digest" not in request.query:
-            raise OciError(400, "DIGEST_INVALID", "digest parameter is required")
+            raise DIGEST_INVALID("digest parameter is required")
         expected = parse_digest(request.query["digest"])
         upload = await self._session(request)
         async with upload.lock:
@@ -141,8 +150,8 @@ class V2Writes:
             actual = await self.uploads.digest(upload)
             if actual != expected:
                 await self.uploads.discard(upload)
-                raise OciError(400, "DIGEST_INVALID", f"digest mismatch, expected {expected}, got {actual}",
-                               {"digest": str(expected)})
+                raise DIGEST_INVALID(f"digest mismatch, expected {expected}, got {actual}",
+                                     {"digest": str(expected)})
             await self.uploads.sync(upload)
             result = await self.store.link_or_copy(upload.data_path, actual)
             await self.catalog.record_blob(actual, result.size)
@@ -162,27 +171,26 @@ class V2Writes:
         client, which skipped uploading the blobs we said we had.
         """
         if request.content_length is not None and request.content_length > MAX_MANIFEST:
-            raise OciError(413, "MANIFEST_INVALID", "manifest too large")
+            raise MANIFEST_INVALID("manifest too large", status=413)
         raw = await request.read()
         if len(raw) > MAX_MANIFEST:
-            raise OciError(413, "MANIFEST_INVALID", "manifest too large")
+            raise MANIFEST_INVALID("manifest too large", status=413)
         try:
             parsed = parse_manifest(raw)
         except ManifestError as exc:
-            raise OciError(400, "MANIFEST_INVALID", str(exc)) from None
+            raise MANIFEST_INVALID(str(exc)) from None
         for layer in parsed.all_layers:
             try:
                 size = await self.content.blob_size(self._name(request), layer.digest, request)
             except OciError:
-                raise OciError(400, "MANIFEST_BLOB_UNKNOWN", "blob unknown to registry",
-                               {"digest": str(layer.digest)}) from None
+                raise MANIFEST_BLOB_UNKNOWN(detail={"digest": str(layer.digest)}) from None
             if size != layer.size:
-                raise OciError(400, "SIZE_INVALID", f"blob {layer.digest} is {size} bytes, manifest says {layer.size}")
+                raise SIZE_INVALID(f"blob {layer.digest} is {size} bytes, manifest says {layer.size}")
         reference = request.match_info["reference"].replace("%3A", ":")
         if Digest.is_valid(reference):
             digest, _ = await self.catalog.save_manifest(raw)
             if digest != parse_digest(reference):
-                raise OciError(400, "DIGEST_INVALID", "manifest digest does not match the reference")
+                raise DIGEST_INVALID("manifest digest does not match the reference")
         else:
             digest = await self.catalog.put_manifest(self._name(request, reference), raw)
         return web.Response(status=201, headers={
@@ -201,7 +209,7 @@ class V2Writes:
                      if r.manifest_digest == digest and _same_repository(r.name, repo)]
         else:
             names = [self._name(request, reference)]
-        unknown = OciError(404, "MANIFEST_UNKNOWN", "manifest unknown", {"reference": reference})
+        unknown = MANIFEST_UNKNOWN(detail={"reference": reference})
         if not names:
             raise unknown
         for name in names:

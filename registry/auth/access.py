@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 
 from registry.auth.keys import SignatureError, key_blob, token_request_data, verify_challenge
 from registry.config import Settings
-from registry.web.errors import OciError, api_error_response, oci_error_response
+from registry.web.errors import UNAUTHORIZED, OciError, api_error_response, oci_error_response
 
 log = logging.getLogger("corral.auth")
 
@@ -132,7 +132,7 @@ class Authenticator:
         realm = f"{request.scheme}://{request.host}{TOKEN_PATH}"
         ns, model = request.match_info.get("ns"), request.match_info.get("model")
         scope = f"repository:{ns}/{model}:push,pull" if ns and model else "registry:catalog:*"
-        response = oci_error_response(OciError(401, "UNAUTHORIZED", "authentication required"))
+        response = oci_error_response(UNAUTHORIZED())
         response.headers["WWW-Authenticate"] = f'Bearer realm="{realm}",service="{SERVICE}",scope="{scope}"'
         return response
 
@@ -214,7 +214,7 @@ class Authenticator:
 
 
 def _refused(reason: str) -> OciError:
-    return OciError(401, "UNAUTHORIZED", reason)
+    return UNAUTHORIZED(reason)
 
 
 def _needs_admin(request: web.Request) -> bool:

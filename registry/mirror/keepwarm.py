@@ -4,7 +4,7 @@ So that a LAN's standard models are present before anyone asks. Each pull is exa
 `POST /api/pull` does (the same single-flight fills, so a client asking meanwhile joins the
 transfer instead of starting another, and CORRAL_UPSTREAM_RATE applies); a refresh re-checks the
 tag upstream once it is older than CORRAL_MANIFEST_TTL and fetches only blobs that changed.
-Models on the list are never evicted by the quota (see `prune.KeepList`). Failures are logged and
+Models on the list are never evicted by the quota (see `cache.prune.KeepList`). Failures are logged and
 retried at the next interval; they never stop the server.
 """
 

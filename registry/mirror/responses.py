@@ -60,6 +60,7 @@ class BlobMeter:
         self.readers: Counter[Digest] = Counter()
         self._on_miss = on_miss
 
+    @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource
         if request.method != "GET" or route is None or route.canonical != BLOB_ROUTE:

@@ -43,7 +43,7 @@ from registry.model.names import DEFAULT_HOST, Digest, ModelName
 
 log = logging.getLogger("corral.upstream")
 
-OLLAMA_PROTOCOL_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements (api.py)
+OLLAMA_PROTOCOL_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements (library/handlers.py)
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)

@@ -72,7 +72,7 @@ class Metrics:
         yield failures
 
     def _mirror(self) -> Iterator[Metric]:
-        active = self.fills.active_digests()
+        active = self.fills.in_flight.digests()
         yield CounterMetricFamily("corral_upstream_bytes", "Blob bytes received from upstream registries.",
                                   value=self.upstream.rate.taken)
         yield GaugeMetricFamily("corral_fills_in_flight", "Blobs being filled from upstream.", value=len(active))

@@ -29,14 +29,14 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from runner.errors import ModelLoadError, RequestError
 from runner.engine.logprobs import token_logprobs
 from runner.engine.native import Vocab, init_backend, take_error
-from runner.options import Options
 from runner.engine.outbox import Outbox, outbox_for
 from runner.engine.sampling import SamplerChain, build_sampler
-from runner.spec import ModelSpec
 from runner.engine.textstream import TextStream
+from runner.errors import ModelLoadError, RequestError
+from runner.options import Options
+from runner.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 import llama_cpp as L
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from runner.errors import RequestError
 from runner.engine.native import Vocab
+from runner.errors import RequestError
 from runner.options import Options
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from runner.http.ollama import cancel_on_disconnect
 from runner.errors import RequestError
+from runner.http.ollama import cancel_on_disconnect
 from runner.http.openai_wire import (
     ChatStream,
     OpenAIError,

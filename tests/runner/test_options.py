@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from runner.engine.textstream import TextStream
 from runner.errors import RequestError
 from runner.options import FOREVER, build_options, parse_go_duration, parse_keep_alive
-from runner.engine.textstream import TextStream
 
 
 def test_defaults_are_ollamas() -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from runner.errors import QUEUE_FULL_MESSAGE
 from runner.scheduler import RunnerConfig
-from tests.support.runner import Harness, StartRunner, smollm2_spec
 from tests.support.models import smollm2_gguf
+from tests.support.runner import Harness, StartRunner, smollm2_spec
 
 pytestmark = pytest.mark.model
 

@@ -40,7 +40,8 @@ async def source_client(request: pytest.FixtureRequest, aiohttp_client: ClientFa
         web.get(REPO + "/blobs/{digest}", reads.get_blob, allow_head=False),
         web.head(REPO + "/blobs/{digest}", reads.head_blob),
     ])
-    return await aiohttp_client(app), raw
+    # as ollama sends it: registry.ollama.ai (and its stand-in) gates manifests by client version
+    return await aiohttp_client(app, headers={"User-Agent": "ollama/0.33.0"}), raw
 
 
 async def test_a_stored_manifest_is_served_byte_exact_by_tag_and_by_digest(

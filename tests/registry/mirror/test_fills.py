@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from registry.model.names import Digest
 from registry.mirror.upstream import BlobSource, default_user_agent
+from registry.model.names import Digest
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import OLLAMA_UA, LegacyPuller
@@ -66,7 +66,8 @@ async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
     path = f"/v2/library/m/blobs/{sha(weights)}"
     full = asyncio.create_task(mirror.get(path))
     fills = services_of(mirror).fills
-    await wait_until(lambda: (fill := fills.in_flight.get(Digest.parse(sha(weights)))) is not None and fill.completed > 0)
+    digest = Digest.parse(sha(weights))
+    await wait_until(lambda: (fill := fills.in_flight.get(digest)) is not None and fill.completed > 0)
     head = await mirror.head(path)
     assert head.status == 200 and int(head.headers["Content-Length"]) == SIZE
     ahead = (5 * SMALL_SEGMENT + 1000, 5 * SMALL_SEGMENT + 1999)  # far ahead of the first segment

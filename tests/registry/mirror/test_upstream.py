@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from registry.auth.keys import load_or_create_key, public_key_line
-from registry.model.names import Digest, ModelName
 from registry.mirror.upstream import (
     BlobSource,
     HostNotAllowed,
@@ -19,6 +18,7 @@ from registry.mirror.upstream import (
     Upstream,
     default_user_agent,
 )
+from registry.model.names import Digest, ModelName
 from tests.support.fake_ollama_registry import GATE_MESSAGE, FakeOllamaRegistry
 from tests.support.mirror import FAST_POLICY, mirror_settings
 from tests.support.server import free_port

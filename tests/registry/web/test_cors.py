@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from registry.config import SettingsError, load_settings
-from registry.web.cors import CorsPolicy
 from registry.server.app import create_app
+from registry.web.cors import CorsPolicy
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import llama_cpp as L
 import pytest
 
-from runner.errors import RequestError
 from runner.engine.native import Vocab, init_backend
+from runner.errors import RequestError
 from runner.prompt.toolgrammar import tool_call_grammar
 from tests.support.models import smollm2_gguf
 

@@ -8,7 +8,6 @@ local, being filled, or still upstream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
@@ -16,7 +15,6 @@ from aiohttp import web
 from registry.mirror.responses import Sent, TrackedFileResponse
 from registry.model.names import Digest, ModelName
 from registry.storage.catalog import Catalog
-from registry.storage.leases import Lease
 from registry.web.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, OciError
 
 
@@ -79,20 +77,16 @@ class LocalContent:
         return self.file_response(digest, request)
 
     def file_response(self, digest: Digest, request: web.Request) -> web.FileResponse:
-        """The stored blob, leased until sent: never pruned while a client reads it."""
+        """The stored blob by sendfile, with Range support and the `Location` ollama's downloader needs.
+
+        It is leased until sent, so never pruned while a client reads it. ollama's legacy client
+        resolves a "direct URL" from the blob GET's `Location` header and fails without one;
+        pointing it at the same path makes it fetch the ranges from us.
+        """
         lease = self.catalog.leases.acquire(digest)
-        return file_response(self.catalog.store.path(digest), lease, self.on_hit, request)
-
-
-def file_response(path: Path, lease: Lease, on_sent: Sent, request: web.Request) -> web.FileResponse:
-    """A sendfile-backed response with Range support and the `Location` ollama's downloader needs.
-
-    ollama's legacy client resolves a "direct URL" from the blob GET's `Location` header and
-    fails without one; pointing it at the same path makes it fetch the ranges from us.
-    """
-    response = TrackedFileResponse(path, lease, on_sent, chunk_size=1024 * 1024)
-    response.headers["Content-Type"] = "application/octet-stream"
-    response.headers["Accept-Ranges"] = "bytes"
-    if "Range" not in request.headers:
-        response.headers["Location"] = str(request.rel_url)
-    return response
+        response = TrackedFileResponse(self.catalog.store.path(digest), lease, self.on_hit, chunk_size=1024 * 1024)
+        response.headers["Content-Type"] = "application/octet-stream"
+        response.headers["Accept-Ranges"] = "bytes"
+        if "Range" not in request.headers:
+            response.headers["Location"] = str(request.rel_url)
+        return response

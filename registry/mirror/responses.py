@@ -1,6 +1,6 @@
 """Blob responses as the cache lifecycle sees them: leased while they send, counted as hit or miss.
 
-`TrackedFileResponse` is what `content.file_response` returns for a blob the store holds (a
+`TrackedFileResponse` is what `LocalContent.file_response` returns for a blob the store holds (a
 hit): it holds the lease it is given from the moment it is created until the last byte went out
 (aiohttp sends a returned FileResponse after the handler, so a lease scoped to the handler would
 end too early), then reports the bytes sent. `BlobMeter` wraps the `/v2` blob route: it counts

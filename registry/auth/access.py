@@ -142,18 +142,18 @@ class Authenticator:
         try:
             ts = int(request.query.get("ts", ""))  # unix seconds, as ollama sends
         except ValueError:
-            raise _refused("missing or invalid ts") from None
+            raise UNAUTHORIZED("missing or invalid ts") from None
         nonce = request.query.get("nonce", "")
         if not 0 < len(nonce) <= 128:
-            raise _refused("missing or invalid nonce")
+            raise UNAUTHORIZED("missing or invalid nonce")
         if abs(now - ts) > SIGNATURE_WINDOW:
-            raise _refused("signature is stale; check the clocks of both hosts")
+            raise UNAUTHORIZED("signature is stale; check the clocks of both hosts")
         blob = self._verified_key(request)
         line = self.keys.lookup(blob)
         if line is None:
-            raise _refused("key is not in authorized_keys")
+            raise UNAUTHORIZED("key is not in authorized_keys")
         if not self.nonces.use(blob, nonce, now):
-            raise _refused("nonce already used")
+            raise UNAUTHORIZED("nonce already used")
         self._tokens = {t: g for t, g in self._tokens.items() if g.expires > now}
         token, grant = secrets.token_urlsafe(32), Grant(line, now + TOKEN_TTL)
         self._tokens[token] = grant
@@ -172,7 +172,7 @@ class Authenticator:
                 return verify_challenge(value, token_request_data(url))
             except SignatureError as exc:
                 error = exc
-        raise _refused(str(error))
+        raise UNAUTHORIZED(str(error))
 
     def admin_ok(self, request: web.Request) -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -211,10 +211,6 @@ class Authenticator:
                                                "and CORRAL_ADMIN_TOKEN is not set")
             return api_error_response(401, "unauthorized: this route requires the admin token")
         return await handler(request)
-
-
-def _refused(reason: str) -> OciError:
-    return UNAUTHORIZED(reason)
 
 
 def _needs_admin(request: web.Request) -> bool:

@@ -188,16 +188,16 @@ class Bundles:
         except InvalidDigestError as exc:
             raise ApiError(400, f"exclude: {exc}") from None
         index, manifests = await self.plan_export(_names(body), exclude)
-        index_raw = index.to_json()
-        signature = None
-        if field(body, "sign", bool, False):
-            key = await asyncio.to_thread(load_or_create_key, self.key_path)
-            signature = sign_challenge(key, index_raw).encode()
-        response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-        response.content_length = bundle_size(index_raw, signature, index)
-        # leased from the plan on (no await in between): a prune meanwhile keeps these blobs, or defers
-        # removing their files until the archive has them
+        # leased from the plan on (no await in between, signing included): a prune meanwhile keeps
+        # these blobs, or defers removing their files until the archive has them
         with self.leases.hold(*(item.digest for item in index.blobs if item.included)):
+            index_raw = index.to_json()
+            signature = None
+            if field(body, "sign", bool, False):
+                key = await asyncio.to_thread(load_or_create_key, self.key_path)
+                signature = sign_challenge(key, index_raw).encode()
+            response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+            response.content_length = bundle_size(index_raw, signature, index)
             await response.prepare(request)
             async for chunk in bundle_chunks(self.store, index, index_raw, signature, manifests):
                 await response.write(chunk)

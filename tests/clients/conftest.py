@@ -1,4 +1,5 @@
-"""One real corral for the client suites: SmolLM2 created with the CLI, plus a tool-capable copy.
+"""One real corral for the client suites: SmolLM2 created with the CLI, plus a tool-capable copy,
+and the scripted bigram model (tests/support/bigram.py) for the tests that read the answer.
 
 Started once per session (loading and creating the model is the slow part); tests that change
 the catalogue use names of their own. Servers run with a 1024-token context to keep the 2-core
@@ -14,12 +15,14 @@ import httpx
 import pytest
 
 from tests.clients.toolmodel import TOOLS_TEMPLATE
+from tests.support.bigram import write_scripted_gguf
 from tests.support.models import write_modelfile
 from tests.support.server import ServerProcess, run_cli, start_server
 
 SERVER_ENV = {"OLLAMA_CONTEXT_LENGTH": "1024"}
 MODEL = "smollm2"
 TOOLS_MODEL = "smollm2-tools"
+SCRIPTED_MODEL = "bigram"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +31,9 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = start_server(root, extra_env=SERVER_ENV)
     try:
         created = run_cli(server, "create", MODEL, "-f", str(write_modelfile(root)))
+        assert created.returncode == 0, created.stderr
+        bigram = write_modelfile(root, source=write_scripted_gguf(root), name="Modelfile.bigram")
+        created = run_cli(server, "create", SCRIPTED_MODEL, "-f", str(bigram))
         assert created.returncode == 0, created.stderr
         response = httpx.post(
             server.url + "/api/create",

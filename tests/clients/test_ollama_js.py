@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.clients.conftest import MODEL
+from tests.clients.conftest import MODEL, SCRIPTED_MODEL
+from tests.support.bigram import ANSWER
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.model
@@ -37,16 +38,16 @@ def test_list(corral: ServerProcess) -> None:
 
 
 def test_chat_streamed(corral: ServerProcess) -> None:
-    result = run_scenario("chat-stream", corral.url)
-    assert result["chunks"] >= 2 and result["content"]
+    result = run_scenario("chat-stream", corral.url, SCRIPTED_MODEL)
+    assert result["chunks"] >= 2 and result["content"] == ANSWER
     assert result["roles"] == ["assistant"]
     assert result["done"] == [False] * (result["chunks"] - 1) + [True]
-    assert result["done_reason"] in ("stop", "length") and 0 < result["eval_count"] <= 8
+    assert result["done_reason"] == "stop" and 0 < result["eval_count"] <= 8
 
 
 def test_generate(corral: ServerProcess) -> None:
-    result = run_scenario("generate", corral.url)
-    assert result["done"] and result["response"] and result["done_reason"] in ("stop", "length")
+    result = run_scenario("generate", corral.url, SCRIPTED_MODEL)
+    assert (result["done"], result["response"], result["done_reason"]) == (True, ANSWER, "stop")
 
 
 def test_embed(corral: ServerProcess) -> None:

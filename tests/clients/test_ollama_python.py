@@ -9,14 +9,16 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.clients.conftest import MODEL, SERVER_ENV
+from tests.clients.conftest import MODEL, SCRIPTED_MODEL, SERVER_ENV
 from tests.clients.toolmodel import JSON_TOOLS_TEMPLATE, WEATHER_CALL_SCHEMA, get_weather
+from tests.support.bigram import ANSWER
 from tests.support.models import CHATML_TEMPLATE, smollm2_gguf
 from tests.support.server import ServerProcess, start_server
 
 pytestmark = pytest.mark.model
 
 OPTIONS = {"temperature": 0, "num_predict": 6}
+SCRIPTED = {"temperature": 0, "num_predict": 16}  # the scripted answer is 7 tokens, then the end
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
@@ -41,18 +43,18 @@ def test_list_and_show(client: ollama.Client) -> None:
 
 
 def test_generate_streamed_and_not(client: ollama.Client) -> None:
-    whole = client.generate(model=MODEL, prompt="Once upon a time", options=OPTIONS)
-    assert whole.done and whole.done_reason in ("stop", "length") and whole.response
-    assert 0 < whole.eval_count <= 6 and whole.total_duration > 0 and whole.context
-    parts = list(client.generate(model=MODEL, prompt="Once upon a time", options=OPTIONS, stream=True))
+    whole = client.generate(model=SCRIPTED_MODEL, prompt="Once upon a time", options=SCRIPTED)
+    assert (whole.done, whole.done_reason, whole.response) == (True, "stop", ANSWER)
+    assert whole.eval_count > 0 and whole.total_duration > 0 and whole.context
+    parts = list(client.generate(model=SCRIPTED_MODEL, prompt="Once upon a time", options=SCRIPTED, stream=True))
     assert [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
     assert "".join(p.response for p in parts) == whole.response
 
 
 def test_chat_streamed_and_not(client: ollama.Client) -> None:
-    whole = client.chat(model=MODEL, messages=HELLO, options=OPTIONS)
-    assert whole.message.role == "assistant" and whole.message.content and whole.done
-    parts = list(client.chat(model=MODEL, messages=HELLO, options=OPTIONS, stream=True))
+    whole = client.chat(model=SCRIPTED_MODEL, messages=HELLO, options=SCRIPTED)
+    assert (whole.message.role, whole.message.content, whole.done) == ("assistant", ANSWER, True)
+    parts = list(client.chat(model=SCRIPTED_MODEL, messages=HELLO, options=SCRIPTED, stream=True))
     assert "".join(p.message.content for p in parts) == whole.message.content
     assert parts[-1].done and parts[-1].eval_count == whole.eval_count
 
@@ -140,10 +142,11 @@ def test_push_to_another_corral(client: ollama.Client, corral: ServerProcess, tm
 
 async def test_async_client(async_client: ollama.AsyncClient, mirror: Callable[[], ServerProcess]) -> None:
     assert "smollm2:latest" in {m.model for m in (await async_client.list()).models}
-    parts = [p async for p in await async_client.chat(model=MODEL, messages=HELLO, options=OPTIONS, stream=True)]
-    assert parts[-1].done and "".join(p.message.content for p in parts)
-    generated = await async_client.generate(model=MODEL, prompt="Once upon a time", options=OPTIONS)
-    assert generated.done and generated.response
+    parts = [p async for p in await async_client.chat(model=SCRIPTED_MODEL, messages=HELLO, options=SCRIPTED,
+                                                      stream=True)]
+    assert parts[-1].done and "".join(p.message.content for p in parts) == ANSWER
+    generated = await async_client.generate(model=SCRIPTED_MODEL, prompt="Once upon a time", options=SCRIPTED)
+    assert generated.done and generated.response == ANSWER
     embedded = await async_client.embed(model=MODEL, input="hello")
     assert len(embedded.embeddings[0]) == 576
     assert (await async_client.show(MODEL)).details.family == "llama"

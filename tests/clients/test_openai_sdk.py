@@ -1,4 +1,5 @@
-"""The official openai Python SDK, unmodified, against corral's /v1 API on SmolLM2."""
+"""The official openai Python SDK, unmodified, against corral's /v1 API on SmolLM2 (and on the
+scripted bigram model where a test reads the answer)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.clients.conftest import MODEL, TOOLS_MODEL
+from tests.clients.conftest import MODEL, SCRIPTED_MODEL, TOOLS_MODEL
 from tests.clients.toolmodel import WEATHER_TOOL, get_weather
+from tests.support.bigram import ANSWER
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.model
@@ -32,15 +34,16 @@ def async_client(corral: ServerProcess) -> openai.AsyncOpenAI:
 
 
 def test_chat_plain(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, seed=7)
+    completion = client.chat.completions.create(model=SCRIPTED_MODEL, messages=HELLO, max_tokens=8, temperature=0,
+                                                seed=7)
     assert re.fullmatch(r"chatcmpl-\d{1,3}", completion.id)
     assert completion.object == "chat.completion"
     assert completion.system_fingerprint == "fp_ollama"
-    assert completion.model == MODEL
+    assert completion.model == SCRIPTED_MODEL
     choice = completion.choices[0]
     assert choice.message.role == "assistant"
-    assert choice.message.content
-    assert choice.finish_reason in ("stop", "length")
+    assert choice.message.content == ANSWER
+    assert choice.finish_reason == "stop"
     usage = completion.usage
     assert usage is not None and usage.prompt_tokens > 0 and 0 < usage.completion_tokens <= 8
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
@@ -110,12 +113,12 @@ def test_json_object(client: openai.OpenAI) -> None:
 
 
 def test_stop_sequence(client: openai.OpenAI) -> None:
-    plain = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0)
-    words = plain.choices[0].message.content.split()
-    assert len(words) >= 2, plain
-    stopped = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, stop=words[1])
-    assert words[1] not in stopped.choices[0].message.content
+    stopped = client.chat.completions.create(model=SCRIPTED_MODEL, messages=HELLO, max_tokens=16, temperature=0,
+                                             stop=[" Paris", "never"])
+    assert stopped.choices[0].message.content == ANSWER[: ANSWER.index(" Paris")]
     assert stopped.choices[0].finish_reason == "stop"
+    cut = client.chat.completions.create(model=SCRIPTED_MODEL, messages=HELLO, max_tokens=2, temperature=0)
+    assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == ("The capital", "length")
 
 
 def test_tool_call_round_trip(client: openai.OpenAI) -> None:
@@ -178,14 +181,16 @@ def test_tool_choice_none_answers_in_prose(client: openai.OpenAI) -> None:
 
 
 def test_completions(client: openai.OpenAI) -> None:
-    completion = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=0)
+    completion = client.completions.create(model=SCRIPTED_MODEL, prompt="Once upon a time", max_tokens=6,
+                                           temperature=0)
     assert re.fullmatch(r"cmpl-\d{1,3}", completion.id)
     assert completion.object == "text_completion"
-    assert completion.choices[0].text and completion.choices[0].finish_reason in ("stop", "length")
-    assert completion.usage is not None and completion.usage.completion_tokens <= 6
+    assert (completion.choices[0].text, completion.choices[0].finish_reason) == ("The capital of France is Paris",
+                                                                               "length")
+    assert completion.usage is not None and completion.usage.completion_tokens == 6
 
     chunks = list(client.completions.create(
-        model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=0, stream=True,
+        model=SCRIPTED_MODEL, prompt="Once upon a time", max_tokens=6, temperature=0, stream=True,
         stream_options={"include_usage": True},
     ))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == completion.choices[0].text

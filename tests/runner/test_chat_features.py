@@ -1,20 +1,24 @@
-"""Tools, thinking, Jinja fallback, legacy templates and model defaults, end to end with SmolLM2.
+"""Tools, thinking, Jinja fallback, legacy templates and model defaults, end to end.
 
 SmolLM2-135M does not call tools on its own, so the tool tests constrain its output with a JSON
 schema `format` to the call shape; tool-call parsing then runs on real model output, streamed.
+Whether a model closes its thinking is up to the model, so the thinking tests use the scripted
+bigram model, which thinks THOUGHT, writes `</think>` and answers AFTER_THINKING on every CPU.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import aiohttp
 import ollama
 import pytest
 
 from runner.scheduler import RunnerConfig
-from tests.support.runner import StartRunner, smollm2_spec
+from tests.support.bigram import AFTER_THINKING, ANSWER, THOUGHT
+from tests.support.runner import StartRunner, bigram_spec, smollm2_spec
 
 pytestmark = pytest.mark.model
 
@@ -33,8 +37,7 @@ Tools: {{ json .Tools }}<|im_end|>
 THINKING_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>
 {{ end }}<|im_start|>assistant
-{{ if .Think }}<think>
-{{ end }}"""
+{{ if .Think }}<think>{{ end }}"""
 
 LEGACY_TEMPLATE = "{{ if .System }}SYS {{ .System }}\n{{ end }}USER {{ .Prompt }}\nBOT {{ .Response }}\n"
 
@@ -115,23 +118,27 @@ async def test_tool_call_ids_and_round_trip_rendering(start_runner: StartRunner)
     assert rendered.startswith('<|im_start|>system\nTools: [{"type":"function","function":{"name":"get_weather"')
 
 
-async def test_thinking_is_split_from_content(start_runner: StartRunner) -> None:
-    harness = await start_runner(specs=[smollm2_spec(template=THINKING_TEMPLATE)])
+async def test_thinking_is_split_from_content(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(specs=[bigram_spec(tmp_path, template=THINKING_TEMPLATE)])
     client = harness.client()
-    options = {"temperature": 0, "num_predict": 8}
-    thought = await client.chat(model="smollm2", messages=ASK, options=options)
-    assert thought.message.thinking and thought.message.content == ""
-    streamed = [c async for c in await client.generate(model="smollm2", prompt="Hi", options=options, stream=True)]
-    assert any(c.thinking for c in streamed) and not any(c.response for c in streamed)
-    plain = await client.chat(model="smollm2", messages=ASK, options=options, think=False)
-    assert plain.message.content and not plain.message.thinking
+    options = {"temperature": 0, "num_predict": 16}
+    thought = await client.chat(model="bigram", messages=ASK, options=options)
+    assert (thought.message.thinking, thought.message.content) == (THOUGHT, AFTER_THINKING)
+    streamed = [c async for c in await client.generate(model="bigram", prompt="Hi", options=options, stream=True)]
+    assert "".join(c.thinking or "" for c in streamed) == THOUGHT
+    assert "".join(c.response for c in streamed) == AFTER_THINKING
+    assert not any(c.thinking and c.response for c in streamed)
+    cut = await client.chat(model="bigram", messages=ASK, options={**options, "num_predict": 2})
+    assert (cut.message.thinking, cut.message.content, cut.done_reason) == ("Let me", "", "length")
+    plain = await client.chat(model="bigram", messages=ASK, options=options, think=False)
+    assert (plain.message.content, plain.message.thinking) == (ANSWER, None)
     rendered = await _debug_render(
         harness.url,
         "/api/chat",
-        {"model": "smollm2", "messages": [*ASK, {"role": "assistant", "content": "Sunny", "thinking": "hmm"}, *ASK]},
+        {"model": "bigram", "messages": [*ASK, {"role": "assistant", "content": "Sunny", "thinking": "hmm"}, *ASK]},
     )
     assert "<|im_start|>assistant\n<think>hmm</think>Sunny<|im_end|>" in rendered
-    assert rendered.endswith("<|im_start|>assistant\n<think>\n")
+    assert rendered.endswith("<|im_start|>assistant\n<think>")
 
 
 async def test_models_without_a_go_template_use_the_gguf_jinja_template(start_runner: StartRunner) -> None:
@@ -142,7 +149,7 @@ async def test_models_without_a_go_template_use_the_gguf_jinja_template(start_ru
         "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n"
     )
     result = await harness.client().chat(model="smollm2", messages=ASK, options={"temperature": 0, "num_predict": 6})
-    assert result.message.content
+    assert result.done and result.done_reason in ("stop", "length") and result.eval_count > 0
 
 
 async def test_legacy_prompt_response_template(start_runner: StartRunner) -> None:
@@ -175,35 +182,34 @@ async def test_model_system_prompt_and_preset_messages(start_runner: StartRunner
     assert generated.startswith("<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nping")
 
 
-async def test_think_on_a_thinking_model_can_be_a_level(start_runner: StartRunner) -> None:
-    harness = await start_runner(specs=[smollm2_spec(template=THINKING_TEMPLATE)])
+async def test_think_on_a_thinking_model_can_be_a_level(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(specs=[bigram_spec(tmp_path, template=THINKING_TEMPLATE)])
     result = await harness.client().chat(
-        model="smollm2", messages=ASK, think="high", options={"temperature": 0, "num_predict": 4}
+        model="bigram", messages=ASK, think="high", options={"temperature": 0, "num_predict": 4}
     )
-    assert result.message.thinking
+    assert result.message.thinking == THOUGHT
     with pytest.raises(ollama.ResponseError) as exc:
-        await harness.client().chat(model="smollm2", messages=ASK, tools=[WEATHER_TOOL])
+        await harness.client().chat(model="bigram", messages=ASK, tools=[WEATHER_TOOL])
     assert exc.value.status_code == 400 and "does not support tools" in exc.value.error
 
 
-async def test_format_on_a_thinking_model_applies_after_the_thinking(start_runner: StartRunner) -> None:
+async def test_format_on_a_thinking_model_applies_after_the_thinking(start_runner: StartRunner, tmp_path: Path) -> None:
     """ollama's two passes: think freely, then render that thinking as the assistant's and generate
-    the content under the format's grammar (SmolLM2 echoes the closing tag, ending its thinking)."""
-    harness = await start_runner(specs=[smollm2_spec(template=THINKING_TEMPLATE)])
+    the content under the format's grammar (the scripted model closes its thinking by itself)."""
+    harness = await start_runner(specs=[bigram_spec(tmp_path, template=THINKING_TEMPLATE)])
     client = harness.client()
-    ask = [{"role": "user", "content": 'Repeat after me exactly: ok</think>{"a": 1}'}]
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    options = {"temperature": 0, "num_predict": 40}
-    chunks = [c async for c in await client.chat(model="smollm2", messages=ask, format=schema, options=options,
+    options = {"temperature": 0, "num_predict": 200}
+    chunks = [c async for c in await client.chat(model="bigram", messages=ASK, format=schema, options=options,
                                                  stream=True)]
     thinking = "".join(c.message.thinking or "" for c in chunks)
     content = "".join(c.message.content for c in chunks)
-    assert thinking.startswith("Repeat after me exactly")
-    assert isinstance(json.loads(content)["a"], int)  # the whole content obeys the schema
+    assert thinking == THOUGHT
+    assert isinstance(json.loads(content)["a"], int)  # the grammar overrides the scripted answer
     assert chunks[-1].done and chunks[-1].eval_count > 0
     first_content = next(i for i, c in enumerate(chunks) if c.message.content)
     assert all(not c.message.thinking for c in chunks[first_content:])
 
     # without thinking there is one pass, constrained from the first token
-    plain = await client.chat(model="smollm2", messages=ask, format=schema, options=options, think=False)
+    plain = await client.chat(model="bigram", messages=ASK, format=schema, options=options, think=False)
     assert isinstance(json.loads(plain.message.content)["a"], int) and not plain.message.thinking

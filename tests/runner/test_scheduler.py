@@ -1,5 +1,6 @@
 """Scheduler behaviour over HTTP: keep_alive, max loaded models, queue limit, parallel sequences,
-cancellation, reloads. Models are SmolLM2 under several paths (symlinks), so each is its own load."""
+cancellation, reloads. Models are the endless bigram model under several paths (symlinks), so each
+is its own load and every request generates exactly `num_predict` tokens, on any CPU."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import pytest
 
 from runner.errors import QUEUE_FULL_MESSAGE
 from runner.scheduler import RunnerConfig
-from tests.support.models import smollm2_gguf
-from tests.support.runner import Harness, StartRunner, smollm2_spec
+from tests.support.bigram import write_endless_gguf
+from tests.support.runner import Harness, StartRunner, bigram_spec
 
 pytestmark = pytest.mark.model
 
@@ -26,10 +27,11 @@ QUICK = {"temperature": 0, "num_predict": 2}
 def _models(tmp_path: Path, *names: str) -> list:
     """One spec per name, each on its own path to the same weights (symlinks: no copy)."""
     specs = []
+    endless = write_endless_gguf(tmp_path)
     for name in names:
         link = tmp_path / f"{name}.gguf"
-        link.symlink_to(smollm2_gguf())
-        specs.append(smollm2_spec(f"{name}:latest", path=link))
+        link.symlink_to(endless)
+        specs.append(bigram_spec(tmp_path, f"{name}:latest", path=link))
     return specs
 
 
@@ -119,15 +121,15 @@ async def test_queue_full_is_503_with_ollamas_message(start_runner: StartRunner,
     assert {"error": QUEUE_FULL_MESSAGE} in [body for _, body in results]
 
 
-async def test_parallel_requests_share_one_batched_decode(start_runner: StartRunner) -> None:
-    harness = await start_runner(RunnerConfig(num_parallel=2))
+async def test_parallel_requests_share_one_batched_decode(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(RunnerConfig(num_parallel=2), _models(tmp_path, "e"))
     client = harness.client()
-    await client.generate(model="smollm2", prompt="")
+    await client.generate(model="e", prompt="")
     order: list[str] = []
 
     async def chat(tag: str, question: str) -> str:
         stream = await client.chat(
-            model="smollm2",
+            model="e",
             messages=[{"role": "user", "content": question}],
             options={"temperature": 0, "num_predict": 20},
             stream=True,
@@ -141,25 +143,26 @@ async def test_parallel_requests_share_one_batched_decode(start_runner: StartRun
     (model,) = harness.runner.scheduler.loaded()
     steps_before = model.engine.steps
     a, b = await asyncio.gather(chat("a", "Describe the sea."), chat("b", "Describe a forest."))
-    assert a and b
+    assert a.startswith("tick tock") and b.startswith("tick tock")
     first_b, last_a = order.index("b"), len(order) - 1 - order[::-1].index("a")
     assert first_b < last_a, f"not interleaved: {''.join(order)}"
     # 40 generated tokens in ~20 steps (plus prompt steps): the two sequences decode together
     assert model.engine.steps - steps_before < 32
 
 
-async def test_cancelled_request_frees_its_slot(harness: Harness) -> None:
+async def test_cancelled_request_frees_its_slot(start_runner: StartRunner, tmp_path: Path) -> None:
+    harness = await start_runner(specs=_models(tmp_path, "e"))
     client = harness.client()
-    await client.generate(model="smollm2", prompt="")
+    await client.generate(model="e", prompt="")
     (model,) = harness.runner.scheduler.loaded()
-    body = {"model": "smollm2", "prompt": "Count to one thousand.", "options": {"temperature": 0, "num_predict": 2000}}
+    body = {"model": "e", "prompt": "Count to one thousand.", "options": {"temperature": 0, "num_predict": 2000}}
     async with aiohttp.ClientSession() as session:
         response = await session.post(harness.url + "/api/generate", json=body)
         for _ in range(3):
             assert json.loads(await response.content.readline())["done"] is False
         response.close()
     started = time.perf_counter()
-    result = await client.generate(model="smollm2", prompt="Hi", options=QUICK)
+    result = await client.generate(model="e", prompt="Hi", options=QUICK)
     assert result.done and time.perf_counter() - started < 10
     assert not model.engine.busy
     assert harness.runner.stats.queue_depth == 0

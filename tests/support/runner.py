@@ -1,4 +1,4 @@
-"""The runner on its own, for tests: SmolLM2 specs built by hand and an in-process server with only
+"""The runner on its own, for tests: SmolLM2 and scripted bigram specs built by hand and an in-process server with only
 the runner's routes, resolved from a dict, driven with the real `ollama` client.
 
 The fixtures are re-exported by the conftest of each test package that drives a runner (the
@@ -23,20 +23,25 @@ from registry.server.routes import inference_routes
 from runner.http.ollama import Runner
 from runner.scheduler import RunnerConfig
 from runner.spec import ModelNotFoundError, ModelSpec
+from tests.support.bigram import write_scripted_gguf
 from tests.support.models import CHATML_TEMPLATE, smollm2_gguf
 
 SMALL_CTX = 256  # keeps KV caches and prompt truncation cheap on a 2-core machine
 
 
-@functools.cache
-def smollm2_metadata() -> dict[str, Any]:
+def gguf_header(path: Path) -> dict[str, Any]:
     """GGUF header key/values without the big token arrays, as the registry's resolver gives them."""
-    reader = gguf.GGUFReader(smollm2_gguf())
+    reader = gguf.GGUFReader(path)
     return {
         name: field.contents()
         for name, field in reader.fields.items()
         if not name.startswith("GGUF.") and not (isinstance(field.contents(), list) and len(field.contents()) > 64)
     }
+
+
+@functools.cache
+def smollm2_metadata() -> dict[str, Any]:
+    return gguf_header(smollm2_gguf())
 
 
 def smollm2_spec(name: str = "smollm2:latest", path: Path | None = None, **changes: Any) -> ModelSpec:
@@ -51,6 +56,23 @@ def smollm2_spec(name: str = "smollm2:latest", path: Path | None = None, **chang
         params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": SMALL_CTX, "temperature": 0},
         config={"model_family": "llama", "model_format": "gguf", "model_type": "135M", "file_type": "Q4_1"},
         gguf=smollm2_metadata(),
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+def bigram_spec(directory: Path, name: str = "bigram:latest", path: Path | None = None, **changes: Any) -> ModelSpec:
+    """A bigram model (tests/support/bigram.py; the scripted one unless `path` names another), for
+    tests that read the answer or need to know how long it is."""
+    path = path or write_scripted_gguf(directory)
+    spec = ModelSpec(
+        name=name,
+        digest="sha256:" + "1" * 64,
+        model_path=path,
+        size=path.stat().st_size,
+        template=CHATML_TEMPLATE,
+        params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": SMALL_CTX, "temperature": 0},
+        config={"model_family": "llama", "model_format": "gguf", "model_type": "bigram", "file_type": "F32"},
+        gguf=gguf_header(path),
     )
     return dataclasses.replace(spec, **changes)
 
@@ -104,3 +126,9 @@ async def start_runner(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> 
 @pytest.fixture
 async def harness(start_runner: StartRunner) -> Harness:
     return await start_runner()
+
+
+@pytest.fixture
+async def scripted(start_runner: StartRunner, tmp_path: Path) -> Harness:
+    """A runner serving the scripted bigram model as "bigram": its answers are known in advance."""
+    return await start_runner(specs=[bigram_spec(tmp_path)])

@@ -52,12 +52,22 @@ class TarReader:
         self._last = "(start of archive)"
 
     async def next(self) -> Entry | None:
-        """The next entry's header, or None at the end-of-archive marker."""
+        """The next entry's header, or None after the complete end-of-archive marker.
+
+        Both zero blocks are read: an archive cut inside its marker is as truncated as one cut
+        inside a file, and the promise is that a truncated bundle imports nothing.
+        """
         try:
             block = await self._read(BLOCK)
         except EOFError:
             raise TarFormatError(f"archive is truncated after {self._last}") from None
-        if block == b"\0" * BLOCK:
+        if block == END[:BLOCK]:
+            try:
+                second = await self._read(BLOCK)
+            except EOFError:
+                raise TarFormatError("archive is truncated in its end-of-archive marker") from None
+            if second != END[:BLOCK]:
+                raise TarFormatError(f"invalid end-of-archive marker after {self._last}")
             return None
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")

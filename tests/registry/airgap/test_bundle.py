@@ -172,9 +172,13 @@ def _traversal(bundle: bytes) -> bytes:
 @pytest.mark.parametrize(("tamper", "message"), [
     (_flip_weights_byte, "digest mismatch"),
     (lambda b: b[: len(b) // 2], "truncated"),
+    (lambda b: b[:-1], "truncated in its end-of-archive marker"),
+    (lambda b: b[:-512], "truncated in its end-of-archive marker"),
+    (lambda b: b[:-1] + b"x", "invalid end-of-archive marker"),
     (_extra_file, "entry 'notes.txt' is not listed"),
     (_traversal, "entry 'blobs/../../../tmp/"),
-], ids=["flipped-byte", "truncated", "extra-file", "path-traversal"])
+], ids=["flipped-byte", "truncated", "last-byte-missing", "last-block-missing", "end-marker-not-zero",
+        "extra-file", "path-traversal"])
 async def test_tampered_bundle_imports_nothing(source: TestClient, target_factory: TargetFactory,
                                                tamper: Callable[[bytes], bytes],
                                                message: str) -> None:

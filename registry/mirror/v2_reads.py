@@ -1,8 +1,9 @@
 """`/v2/` handlers: the Docker registry HTTP API v2 subset that ollama's pull uses.
 
-Manifests are served byte-exact with their `Docker-Content-Digest`; blob GETs answer with a
-`Location` pointing at themselves (ollama's legacy downloader requires one), serve `Range`
+Manifests are served byte-exact with their `Docker-Content-Digest`; blob GETs serve `Range`
 requests with 206, and HEAD carries the exact `Content-Length` the client sizes its parts by.
+A blob GET without `Range` names its data URL in `Location`: ollama's legacy downloader resolves
+the URL it fetches the parts from that way and fails without one. It is the blob's own path.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class V2Reads:
 
     async def get_blob(self, request: web.Request) -> web.StreamResponse:
         digest = parse_digest(request.match_info["digest"])
-        response = await self.content.blob_response(self._name(request), digest, request)
-        response.headers.update(API_VERSION_HEADER)
-        response.headers["Docker-Content-Digest"] = str(digest)
-        return response
+        headers = {**API_VERSION_HEADER, "Docker-Content-Digest": str(digest)}
+        if "Range" not in request.headers:
+            headers["Location"] = str(request.rel_url)
+        return await self.content.blob_response(self._name(request), digest, request, headers)

@@ -49,7 +49,7 @@ def build_handlers(services: Services) -> Handlers:
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
         v2_reads=V2Reads(s.content, settings.upstream_host),
-        v2_writes=V2Writes(s.uploads, s.store, s.catalog, s.content, settings.upstream_host),
+        v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),
         auth=Authenticator(settings),
         pull=s.puller,
         push=PushHandler(s.catalog, s.store, settings.key_path),

@@ -6,9 +6,9 @@ parses it with url.Parse and uses it verbatim), PUT `?digest=` verifies the asse
 publishes the blob, PUT `…/manifests/<tag>` stores the manifest once every blob it names is here.
 The auth middleware has already checked the push token when a handler runs.
 
-`V2Writes` holds what the handlers use: the upload sessions, the store and catalogue a finished
-blob or manifest goes into, the content source a pushed manifest's layers are checked against,
-and the default upstream's host, under which `/v2/<ns>/<model>` paths name models.
+`V2Writes` holds what the handlers use: the upload sessions, and the store and catalogue a
+finished blob or manifest goes into and a pushed manifest's layers are checked against, and the
+default upstream's host, under which `/v2/<ns>/<model>` paths name models.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import re
 
 from aiohttp import web
 
-from registry.mirror.content import ContentSource
 from registry.model.manifest import ManifestError, parse_manifest
 from registry.model.names import Digest, ModelName
-from registry.storage.catalog import Catalog, ModelNotFound
+from registry.storage.catalog import Catalog, ModelNotFound, manifest_digest
 from registry.storage.store import BlobStore, BlobTooLargeError
 from registry.storage.uploads import IncompleteChunkError, Upload, UploadRangeError, UploadStore
 from registry.web.errors import (
@@ -31,7 +30,6 @@ from registry.web.errors import (
     MANIFEST_INVALID,
     MANIFEST_UNKNOWN,
     SIZE_INVALID,
-    OciError,
 )
 from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 
@@ -77,12 +75,10 @@ def _same_repository(a: ModelName, b: ModelName) -> bool:
 class V2Writes:
     """The `/v2/` write handlers of one server."""
 
-    def __init__(self, uploads: UploadStore, store: BlobStore, catalog: Catalog, content: ContentSource,
-                 upstream_host: str) -> None:
+    def __init__(self, uploads: UploadStore, store: BlobStore, catalog: Catalog, upstream_host: str) -> None:
         self.uploads = uploads
         self.store = store
         self.catalog = catalog
-        self.content = content
         self.upstream_host = upstream_host
 
     def _name(self, request: web.Request, reference: str = "latest") -> ModelName:
@@ -167,8 +163,9 @@ class V2Writes:
     async def put_manifest(self, request: web.Request) -> web.Response:
         """Store a pushed manifest byte for byte, under a tag, or by digest (then checked).
 
-        Every blob it names must be one this registry can serve — the same answer a HEAD gave the
-        client, which skipped uploading the blobs we said we had.
+        Every blob it names must be stored here, whatever an upstream holds: the manifest is
+        refused (400 MANIFEST_BLOB_UNKNOWN with the digest, nothing stored) rather than listed
+        as a model whose blobs this registry cannot serve.
         """
         if request.content_length is not None and request.content_length > MAX_MANIFEST:
             raise MANIFEST_INVALID("manifest too large", status=413)
@@ -179,18 +176,17 @@ class V2Writes:
             parsed = parse_manifest(raw)
         except ManifestError as exc:
             raise MANIFEST_INVALID(str(exc)) from None
+        reference = request.match_info["reference"].replace("%3A", ":")
+        if Digest.is_valid(reference) and manifest_digest(raw) != parse_digest(reference):
+            raise DIGEST_INVALID("manifest digest does not match the reference")
         for layer in parsed.all_layers:
-            try:
-                size = await self.content.blob_size(self._name(request), layer.digest, request)
-            except OciError:
-                raise MANIFEST_BLOB_UNKNOWN(detail={"digest": str(layer.digest)}) from None
+            size = await self.catalog.servable_size(layer.digest)
+            if size is None:
+                raise MANIFEST_BLOB_UNKNOWN(detail={"digest": str(layer.digest)})
             if size != layer.size:
                 raise SIZE_INVALID(f"blob {layer.digest} is {size} bytes, manifest says {layer.size}")
-        reference = request.match_info["reference"].replace("%3A", ":")
         if Digest.is_valid(reference):
             digest, _ = await self.catalog.save_manifest(raw)
-            if digest != parse_digest(reference):
-                raise DIGEST_INVALID("manifest digest does not match the reference")
         else:
             digest = await self.catalog.put_manifest(self._name(request, reference), raw)
         return web.Response(status=201, headers={

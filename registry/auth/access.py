@@ -6,6 +6,8 @@ used (ollama refuses a realm on any other host). The client signs `GET,<token UR
 with its ed25519 key; corral checks the key is listed in `authorized_keys`, the signature, the
 `ts` freshness and that the nonce was never used before, then issues a short-lived opaque token.
 Tokens and nonces live in memory: a restart only costs clients one more token request.
+With CORRAL_PULL_AUTH a blob GET may instead carry a presigned URL's signature (`presigned`):
+ollama fetches a blob's parts without its token.
 
 ollama API side: when corral listens beyond loopback, every `/api` route that changes the store
 (create, delete, copy, blob upload, push, corral's own admin routes) requires
@@ -27,6 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from registry.auth.keys import SignatureError, key_blob, token_request_data, verify_challenge
+from registry.auth.presigned import PresignedBlobs
 from registry.config import Settings
 from registry.web.errors import UNAUTHORIZED, OciError, api_error_response, oci_error_response
 
@@ -112,8 +115,9 @@ class Authenticator:
     (a bound method, marked as a new-style aiohttp middleware) runs before every handler.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, presigned: PresignedBlobs) -> None:
         self.settings = settings
+        self.presigned = presigned
         self.keys = AuthorizedKeys(settings.authorized_keys_path)
         self.nonces = NonceCache(SIGNATURE_WINDOW)
         self._tokens: dict[str, Grant] = {}
@@ -203,7 +207,7 @@ class Authenticator:
         path = request.path
         if path.startswith("/v2") and path != TOKEN_PATH:
             needs_token = request.method in WRITE_METHODS or settings.pull_auth
-            if needs_token and self.grant(request) is None:
+            if needs_token and self.grant(request) is None and not self._presigned_read(request):
                 return self.challenge(request)
         elif settings.needs_admin_token and _needs_admin(request) and not self.admin_ok(request):
             if not settings.admin_token:
@@ -211,6 +215,13 @@ class Authenticator:
                                                "and CORRAL_ADMIN_TOKEN is not set")
             return api_error_response(401, "unauthorized: this route requires the admin token")
         return await handler(request)
+
+    def _presigned_read(self, request: web.Request) -> bool:
+        """A blob GET by a URL this server signed: how ollama fetches a blob's parts, without a token."""
+        info = request.match_info
+        if request.method != "GET" or "digest" not in info:
+            return False
+        return self.presigned.admits(f"{info['ns']}/{info['model']}", info["digest"], request.query)
 
 
 def _needs_admin(request: web.Request) -> bool:

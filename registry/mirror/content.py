@@ -7,6 +7,7 @@ local, being filled, or still upstream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,7 +33,10 @@ class ContentSource(Protocol):
 
     async def blob_size(self, name: ModelName, digest: Digest, request: web.Request) -> int: ...
 
-    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse: ...
+    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request,
+                            headers: Mapping[str, str]) -> web.StreamResponse:
+        """The blob's bytes (206 for a Range), with `headers` set before the response starts."""
+        ...
 
 
 def manifest_unknown(name: ModelName | str) -> OciError:
@@ -72,21 +76,17 @@ class LocalContent:
             raise blob_unknown(digest)
         return size
 
-    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
+    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request,
+                            headers: Mapping[str, str]) -> web.StreamResponse:
         await self.blob_size(name, digest, request)
-        return self.file_response(digest, request)
+        return self.file_response(digest, request, headers)
 
-    def file_response(self, digest: Digest, request: web.Request) -> web.FileResponse:
-        """The stored blob by sendfile, with Range support and the `Location` ollama's downloader needs.
-
-        It is leased until sent, so never pruned while a client reads it. ollama's legacy client
-        resolves a "direct URL" from the blob GET's `Location` header and fails without one;
-        pointing it at the same path makes it fetch the ranges from us.
-        """
+    def file_response(self, digest: Digest, request: web.Request, headers: Mapping[str, str]) -> web.FileResponse:
+        """The stored blob by sendfile, with Range support; leased until sent, so never pruned
+        while a client reads it."""
         lease = self.catalog.leases.acquire(digest)
         response = TrackedFileResponse(self.catalog.store.path(digest), lease, self.on_hit, chunk_size=1024 * 1024)
+        response.headers.update(headers)
         response.headers["Content-Type"] = "application/octet-stream"
         response.headers["Accept-Ranges"] = "bytes"
-        if "Range" not in request.headers:
-            response.headers["Location"] = str(request.rel_url)
         return response

@@ -14,6 +14,7 @@ of a filling blob cost little CPU and no memory.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from aiohttp import web
@@ -42,7 +43,7 @@ def _unsatisfiable(size: int) -> web.HTTPRequestRangeNotSatisfiable:
     return web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
 
 
-async def fill_response(request: web.Request, fill: Fill, headers: dict[str, str]) -> web.StreamResponse:
+async def fill_response(request: web.Request, fill: Fill, headers: Mapping[str, str]) -> web.StreamResponse:
     """Stream `fill`'s bytes for this request; returns the finished (or cut-off) response."""
     size = fill.size
     rng = _byte_range(request, size)
@@ -52,8 +53,6 @@ async def fill_response(request: web.Request, fill: Fill, headers: dict[str, str
     })
     if rng is not None:
         response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    else:
-        response.headers["Location"] = str(request.rel_url)  # ollama resolves its data URL from this
     response.content_length = stop - start
     hold_last = start == 0 and stop == size
     file = await asyncio.to_thread(_open, fill)

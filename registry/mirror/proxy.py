@@ -1,12 +1,16 @@
 """ProxyContent: the pull-through mirror's ContentSource, wrapping LocalContent.
 
 Like the Docker distribution registry's proxy wraps its storage: whatever the store holds
-verified is served by `LocalContent` (sendfile); everything else comes from upstream through the
-manifest cache and single-flight fills, and is served while it arrives. In offline mode nothing
-upstream is contacted and unknown content is a 404 whose message says why.
+verified is served by `LocalContent` (sendfile); manifests, and the blobs a pulled manifest names,
+come from upstream through the manifest cache and single-flight fills and are served while they
+arrive. Any other blob is a 404 without asking upstream: that is what a push into corral must
+see. In offline mode nothing upstream is contacted and unknown content is a 404 whose message
+says why.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -79,43 +83,51 @@ class ProxyContent:
         return ManifestEntry(cached.raw, cached.media_type, digest)
 
     async def blob_size(self, name: ModelName, digest: Digest, request: web.Request) -> int:
-        """Answered without waiting for the bytes: a filling blob's size comes from its manifest."""
+        """Answered without waiting for the bytes: a blob not stored yet has its manifest's size."""
         size = await self.catalog.servable_size(digest)
         if size is not None:
             return size
-        if self.upstream.settings.offline:
-            raise oci_error(Offline(), blob_unknown(digest))
-        fill = self.fills.in_flight.get(digest)
-        if fill is not None:
-            return fill.size
-        info = await self.catalog.layer_info(digest)
-        if info is not None:
-            return info[0]
-        try:
-            return await self.upstream.blob_size(self._source(name, digest, request))
-        except UpstreamError as exc:
-            raise oci_error(exc, blob_unknown(digest)) from None
+        size, _ = await self._fetchable(name, digest)
+        return size
 
-    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
+    async def blob_response(self, name: ModelName, digest: Digest, request: web.Request,
+                            headers: Mapping[str, str]) -> web.StreamResponse:
         if await self.catalog.servable_size(digest) is not None:
-            return self.local.file_response(digest, request)
-        fill = self.fills.in_flight.get(digest)
-        if fill is None:
-            if self.upstream.settings.offline:
-                raise oci_error(Offline(), blob_unknown(digest))
-            info = await self.catalog.layer_info(digest)
-            size, media_type = info if info is not None else (await self.blob_size(name, digest, request), None)
-            fill = self.fills.start(self._source(name, digest, request), size, media_type)
+            return self.local.file_response(digest, request, headers)
+        size, media_type = await self._fetchable(name, digest)
+        fill = self.fills.start(self._source(name, digest, request), size, media_type)  # or joins the running one
         try:
             await fill.wait_started()
         except FillError as exc:
             raise oci_error(exc, blob_unknown(digest)) from None
         if fill.verified:
-            return self.local.file_response(digest, request)
+            return self.local.file_response(digest, request, headers)
         try:
-            return await fill_response(request, fill, {"Docker-Content-Digest": str(digest)})
+            return await fill_response(request, fill, headers)
         except FillError as exc:  # raised only before the response started
             raise oci_error(exc, blob_unknown(digest)) from None
+
+    async def _fetchable(self, name: ModelName, digest: Digest) -> tuple[int, str]:
+        """Size and media type of a blob that may come from upstream; BLOB_UNKNOWN for any other.
+
+        A blob not stored here goes upstream (HEAD and GET alike) only when a manifest pulled for
+        this repository names it (`Catalog.pulled_layer`): every pull reads its manifest first,
+        while ollama's push asks HEAD for each blob before it sends any manifest. Answering a push
+        from upstream would make the push fail inside an air gap (the upstream cannot be reached,
+        a 502) or, with the upstream reachable, make ollama skip uploading a blob this store does
+        not hold. GET follows the same rule: HEAD and GET of one URL must agree, a GET nobody's
+        manifest asked for would fill the cache with a blob no model uses, and inside the air gap
+        it is a quick 404 instead of a 502 after upstream retries. One push still hears of such a
+        blob: into a repository whose pulled manifest names it before it was fetched. The client
+        then skips it and its manifest PUT is refused (MANIFEST_BLOB_UNKNOWN), never stored
+        without the blob; pulling that model first, or pushing under another name, avoids it.
+        """
+        layer = await self.catalog.pulled_layer(name, digest)
+        if layer is None:
+            raise blob_unknown(digest)
+        if self.upstream.settings.offline:
+            raise oci_error(Offline(), blob_unknown(digest))
+        return layer
 
     def _source(self, name: ModelName, digest: Digest, request: web.Request) -> BlobSource:
         return BlobSource(self.upstream.endpoint_for(name), name.repository, digest, user_agent(request))

@@ -128,9 +128,9 @@ class Policy:
     """Timeouts and retries. Defaults follow ollama's downloader; tests shrink them."""
 
     connect: float = 10.0
-    request: float = 60.0  # a whole manifest, token or HEAD exchange
+    request: float = 60.0  # a whole manifest or token exchange
     stall: float = 30.0  # ollama's downloadStallTimeout
-    request_attempts: int = 3  # manifests and HEADs: fail fast so stale-if-error can answer
+    request_attempts: int = 3  # manifests: fail fast so stale-if-error can answer
     blob_attempts: int = 6  # ollama's maxRetries per part; attempts with progress are free
     backoff: float = 0.5
     max_backoff: float = 16.0
@@ -240,24 +240,6 @@ class Upstream:
         return await self._retrying(endpoint, once, attempts or self.policy.request_attempts)
 
     # ---- blobs -------------------------------------------------------------------------------
-
-    async def blob_size(self, source: BlobSource) -> int:
-        """Content-Length of a HEAD on the blob (following a redirect to its data URL)."""
-
-        async def once() -> int:
-            resp = await self._registry(source.endpoint, source.repository, "HEAD", source.url, source.user_agent,
-                                        allow_redirects=False)
-            if resp.status in _REDIRECTS and "Location" in resp.headers:
-                resp.release()
-                resp = await self._plain("HEAD", urljoin(str(resp.url), resp.headers["Location"]), source.user_agent)
-            async with resp:
-                if resp.status != 200:
-                    await self._raise_for(resp)
-                if resp.content_length is None:
-                    raise _Transient("HEAD answered without Content-Length")
-                return resp.content_length
-
-        return await self._retrying(source.endpoint, once, self.policy.request_attempts)
 
     async def fetch_range(self, source: BlobSource, start: int, end: int, sink: Sink) -> None:
         """Deliver bytes [start, end) of a blob to `sink`, in order, resuming until all arrived.

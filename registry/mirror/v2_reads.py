@@ -1,14 +1,17 @@
 """`/v2/` handlers: the Docker registry HTTP API v2 subset that ollama's pull uses.
 
-Manifests are served byte-exact with their `Docker-Content-Digest`; blob GETs answer with a
-`Location` pointing at themselves (ollama's legacy downloader requires one), serve `Range`
+Manifests are served byte-exact with their `Docker-Content-Digest`; blob GETs serve `Range`
 requests with 206, and HEAD carries the exact `Content-Length` the client sizes its parts by.
+A blob GET without `Range` names its data URL in `Location`: ollama's legacy downloader resolves
+the URL it fetches the parts from that way and fails without one. It is the blob's own path;
+with CORRAL_PULL_AUTH presigned, because ollama sends no token with the parts.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from registry.auth.presigned import PresignedBlobs
 from registry.mirror.content import ContentSource
 from registry.model.names import Digest, ModelName
 from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
@@ -17,9 +20,10 @@ from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 class V2Reads:
     """The read side of `/v2/`, over whichever `ContentSource` it is given (local or proxy)."""
 
-    def __init__(self, content: ContentSource, upstream_host: str) -> None:
+    def __init__(self, content: ContentSource, upstream_host: str, presigned: PresignedBlobs | None = None) -> None:
         self.content = content
         self.upstream_host = upstream_host  # /v2 paths name models of the default upstream
+        self.presigned = presigned  # set when pulls need a token (CORRAL_PULL_AUTH)
 
     def _name(self, request: web.Request, reference: str = "latest") -> ModelName:
         return repository_name(self.upstream_host, request, reference)
@@ -58,7 +62,13 @@ class V2Reads:
 
     async def get_blob(self, request: web.Request) -> web.StreamResponse:
         digest = parse_digest(request.match_info["digest"])
-        response = await self.content.blob_response(self._name(request), digest, request)
-        response.headers.update(API_VERSION_HEADER)
-        response.headers["Docker-Content-Digest"] = str(digest)
-        return response
+        name = self._name(request)
+        headers = {**API_VERSION_HEADER, "Docker-Content-Digest": str(digest)}
+        if "Range" not in request.headers:
+            headers["Location"] = self._data_url(request, name, digest)
+        return await self.content.blob_response(name, digest, request, headers)
+
+    def _data_url(self, request: web.Request, name: ModelName, digest: Digest) -> str:
+        if self.presigned is None:
+            return str(request.rel_url)
+        return str(request.rel_url.with_query(self.presigned.query(name.repository, digest)))

@@ -48,9 +48,9 @@ def build_handlers(services: Services) -> Handlers:
     return Handlers(
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
-        v2_reads=V2Reads(s.content, settings.upstream_host),
-        v2_writes=V2Writes(s.uploads, s.store, s.catalog, s.content, settings.upstream_host),
-        auth=Authenticator(settings),
+        v2_reads=V2Reads(s.content, settings.upstream_host, s.presigned if settings.pull_auth else None),
+        v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),
+        auth=Authenticator(settings, s.presigned),
         pull=s.puller,
         push=PushHandler(s.catalog, s.store, settings.key_path),
         bundles=Bundles(s.catalog, s.store, s.leases, settings.key_path, settings.authorized_keys_path,

@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from registry.auth.keys import load_or_create_key
+from registry.auth.presigned import PresignedBlobs
 from registry.cache.counters import CacheCounters
 from registry.cache.lifecycle import Lifecycle
 from registry.cache.prune import Pruner
@@ -51,6 +52,7 @@ class Services:
     model_reader: ModelReader
     uploads: UploadStore
     upstream: Upstream  # the only way out to upstream registries (host policy, offline)
+    presigned: PresignedBlobs  # blob URLs readable without a token, keyed by corral's key
     manifests: ManifestCache
     in_flight: InFlight
     fills: Fills
@@ -80,7 +82,8 @@ async def build_services(settings: Settings) -> Services:
     leases = Leases()
     catalog = Catalog(sessions, store, leases)
     model_reader = ModelReader(store)
-    upstream = Upstream(settings, await asyncio.to_thread(load_or_create_key, settings.key_path))
+    key = await asyncio.to_thread(load_or_create_key, settings.key_path)
+    upstream = Upstream(settings, key)
     manifests = ManifestCache(catalog, upstream, settings)
     counters = CacheCounters(settings.max_cache)
     runner = make_runner(settings, catalog, model_reader)
@@ -103,6 +106,7 @@ async def build_services(settings: Settings) -> Services:
         model_reader=model_reader,
         uploads=UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout),
         upstream=upstream,
+        presigned=PresignedBlobs.from_key(key),
         manifests=manifests,
         in_flight=in_flight,
         fills=fills,

@@ -115,6 +115,30 @@ class Catalog:
             ).first()
         return (row[0], row[1]) if row else None
 
+    async def pulled_layer(self, name: ModelName, digest: Digest) -> tuple[int, str] | None:
+        """Size and media type of `digest` as a manifest pulled for `name`'s repository declares it.
+
+        Pulled means cached from an upstream: tagged under that repository with an upstream
+        recorded, or stored without a tag, which is how a pull by digest keeps its manifest (a
+        push by digest is stored so too, but only once all its blobs are here). None when no
+        such manifest names the digest: created, pushed and other repositories' models do not count.
+        """
+        repository = f"{name.host}/{name.namespace}/{name.model}".lower()
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(ManifestLayer.size, ManifestLayer.media_type, Tag.host, Tag.namespace, Tag.model,
+                           Tag.upstream)
+                    .outerjoin(Tag, Tag.manifest_digest == ManifestLayer.manifest_digest)
+                    .where(ManifestLayer.blob_digest == str(digest))
+                )
+            ).all()
+        for size, media_type, host, namespace, model, upstream in rows:
+            untagged = host is None
+            if untagged or (upstream is not None and f"{host}/{namespace}/{model}".lower() == repository):
+                return size, media_type
+        return None
+
     # ---- writes ------------------------------------------------------------------------------
 
     async def record_blob(

@@ -4,6 +4,11 @@ Sequence per the protocol doc §1.1: manifest GET with ollama's Accept and User-
 HEAD for the size (Content-Length only), a GET without Range that must answer 200/307 with a
 `Location` (followed only to the same hostname), then parallel `Range` parts against that URL
 with Go's default User-Agent and no status check, written at their offsets; sha256 at the end.
+
+Credentials as ollama's makeRequestWithRetry handles them: the manifest GET, the HEAD and the
+resolve GET carry the pull's token once it has one; a 401 is answered once by a token request
+signed with `key` (realm on the same host:port), then the request is sent again. The parts go
+out like Go's http.DefaultClient: no Authorization, whatever the registry asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from registry.auth.keys import sign_challenge, token_request_data
+from registry.auth.token_client import parse_challenge, token_url
 from tests.support.digests import sha256_file
 
 OLLAMA_UA = "ollama/0.33.0 (amd64 linux) Go/go1.24.0"
@@ -42,20 +50,25 @@ class PulledModel:
     manifest_raw: bytes
     blobs: dict[str, Path] = field(default_factory=dict)
     range_requests: int = 0
+    data_urls: list[str] = field(default_factory=list)  # where each blob's parts were fetched from
 
 
 class LegacyPuller:
-    def __init__(self, base_url: str, dest: Path, *, min_part: int = MIN_PART, concurrency: int = PARTS) -> None:
+    def __init__(self, base_url: str, dest: Path, *, min_part: int = MIN_PART, concurrency: int = PARTS,
+                 key: Ed25519PrivateKey | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.dest = dest
         self.min_part = min_part
         self.concurrency = concurrency
+        self.key = key  # ollama's ~/.ollama/id_ed25519
+        self.token = ""  # regOpts.Token: set by a 401, sent on every later registry request
         dest.mkdir(parents=True, exist_ok=True)
 
     async def pull(self, repository: str, tag: str) -> PulledModel:
         async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), follow_redirects=False) as client:
-            r = await client.get(f"{self.base}/v2/{repository}/manifests/{tag}",
-                                 headers={"Accept": MANIFEST_ACCEPT, "User-Agent": OLLAMA_UA})
+            r = await self._registry(client, "GET", f"{self.base}/v2/{repository}/manifests/{tag}",
+                                     {"Accept": MANIFEST_ACCEPT})
+            await r.aread()
             if r.status_code == 404:
                 raise PullError("pull model manifest: file does not exist")
             if r.status_code >= 400:
@@ -64,14 +77,48 @@ class LegacyPuller:
             result = PulledModel(manifest_raw=r.content)
             layers = [*manifest["layers"], manifest["config"]]
             for layer in layers:  # ollama fetches layers one after another
-                path, ranges = await self._blob(client, repository, layer["digest"])
+                path, ranges, direct = await self._blob(client, repository, layer["digest"])
                 result.blobs[layer["digest"]] = path
                 result.range_requests += ranges
+                result.data_urls.append(direct)
             return result
 
-    async def _blob(self, client: httpx.AsyncClient, repository: str, digest: str) -> tuple[Path, int]:
+    async def _registry(self, client: httpx.AsyncClient, method: str, url: str,
+                        headers: dict[str, str] | None = None, *, follow_redirects: bool = False) -> httpx.Response:
+        """makeRequestWithRetry: two rounds, the second after answering a 401 with a token.
+
+        The response is streamed: the caller reads the body or, like the resolve GET, drops it.
+        """
+        for _ in range(2):
+            sent = {**(headers or {}), "User-Agent": OLLAMA_UA}
+            if self.token:
+                sent["Authorization"] = f"Bearer {self.token}"
+            resp = await client.send(client.build_request(method, url, headers=sent), stream=True,
+                                     follow_redirects=follow_redirects)
+            if resp.status_code != 401:
+                return resp
+            await resp.aclose()
+            self.token = await self._fetch_token(client, resp.headers.get("WWW-Authenticate", ""), url)
+        raise PullError("unauthorized: access denied")
+
+    async def _fetch_token(self, client: httpx.AsyncClient, header: str, url: str) -> str:
+        """getAuthorizationToken: a token request signed with the key, on the original host only."""
+        challenge = parse_challenge(header)
+        if challenge is None or self.key is None:
+            raise PullError(f"unauthorized: no key to answer {header!r}")
+        request_url = token_url(challenge)
+        if urlsplit(request_url).netloc != urlsplit(url).netloc:
+            raise PullError(f"realm host {urlsplit(request_url).netloc!r} does not match original host")
+        resp = await client.get(request_url, headers={
+            "Authorization": sign_challenge(self.key, token_request_data(request_url)), "User-Agent": OLLAMA_UA})
+        if resp.status_code >= 400:
+            raise PullError(f"{resp.status_code}: {resp.text}")
+        return resp.json()["token"]
+
+    async def _blob(self, client: httpx.AsyncClient, repository: str, digest: str) -> tuple[Path, int, str]:
         url = f"{self.base}/v2/{repository}/blobs/{digest}"
-        head = await client.head(url, headers={"User-Agent": OLLAMA_UA}, follow_redirects=True)
+        head = await self._registry(client, "HEAD", url, follow_redirects=True)
+        await head.aclose()
         if head.status_code >= 400:
             raise PullError(f"HEAD {digest}: {head.status_code}")
         total = int(head.headers.get("Content-Length", "0"))
@@ -102,15 +149,16 @@ class LegacyPuller:
         if actual != digest:
             target.unlink()
             raise PullError(f"digest mismatch, file must be downloaded again: want {digest}, got {actual}")
-        return target, len(ranges)
+        return target, len(ranges), direct
 
     async def _resolve(self, client: httpx.AsyncClient, url: str) -> str:
         """The direct-URL step: follow redirects only within the same hostname, need a Location."""
         host = urlsplit(url).hostname
         for _ in range(10):
-            async with client.stream("GET", url, headers={"User-Agent": OLLAMA_UA}) as resp:
-                location = resp.headers.get("Location")
-                status = resp.status_code
+            resp = await self._registry(client, "GET", url)
+            await resp.aclose()  # the body is never read: the connection is dropped after the headers
+            location = resp.headers.get("Location")
+            status = resp.status_code
             if status in (301, 302, 303, 307, 308) and location:
                 nxt = urljoin(url, location)
                 if urlsplit(nxt).hostname != host:

@@ -1,5 +1,8 @@
 """Push into corral: signed token requests, resumable uploads, and a model carried between two
-corrals (an "internet side" and an "air-gapped side") with `corral push`."""
+corrals (an "internet side" and an "air-gapped side") with `corral push`.
+
+The air-gapped side is set up as the README's air gap is: not in offline mode, its upstream
+unreachable. A push must never depend on the upstream, reachable or not."""
 
 from __future__ import annotations
 
@@ -40,8 +43,11 @@ from tests.support.airgap import (
 )
 from tests.support.digests import sha256_file
 from tests.support.docker_registry import start_registry
+from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.legacy_pull import LegacyPuller
+from tests.support.mirror import services_of
 from tests.support.models import smollm2_gguf
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, free_port, start_server
 
 UPLOADS = "/v2/library/tiny/blobs/uploads/"
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -144,6 +150,39 @@ async def test_resumable_upload_then_manifest(client: TestClient, settings: Sett
     deleted = await client.delete("/v2/library/tiny/manifests/1b", headers=auth)
     assert deleted.status == 202
     assert (await client.get("/v2/library/tiny/manifests/1b")).status == 404
+
+
+async def test_a_manifest_is_stored_only_with_all_its_blobs_here(mirror: TestClient,
+                                                               fake_registry: FakeOllamaRegistry) -> None:
+    weights, config = os.urandom(100_000), b'{"model_format":"gguf"}'
+    fake_registry.add_model("library/m", "latest", [(MEDIA_MODEL, weights)], config)
+    ua = {"User-Agent": "ollama/0.33.0"}
+    assert (await mirror.get("/v2/library/m/manifests/latest", headers=ua)).status == 200  # a pull names it
+    key = Ed25519PrivateKey.generate()
+    authorize(services_of(mirror).settings.models, key)
+    auth = {"Authorization": f"Bearer {await token(mirror, key)}"}
+    assert (await mirror.head(f"/v2/library/mine/blobs/{sha(weights)}")).status == 404  # what a push sees
+
+    async def upload(data: bytes) -> None:
+        start = await mirror.post("/v2/library/mine/blobs/uploads/", headers=auth)
+        path = URL(start.headers["Location"]).path
+        assert (await mirror.put(path, params={"digest": sha(data)}, data=data, headers=auth)).status == 201
+
+    raw = manifest_for({MEDIA_MODEL: weights}, config)
+    put_headers = {**auth, "Content-Type": MANIFEST_V2}
+    await upload(config)  # the weights are upstream and named by a pulled manifest, not stored here
+    refused = await mirror.put("/v2/library/mine/manifests/1", data=raw, headers=put_headers)
+    assert refused.status == 400
+    assert (await refused.json())["errors"][0] == {
+        "code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": {"digest": sha(weights)}}
+    catalog = services_of(mirror).catalog
+    assert await catalog.get_manifest(Digest.parse(sha(raw))) is None
+    await upload(weights)
+    wrong = await mirror.put(f"/v2/library/mine/manifests/{sha(b'other')}", data=raw, headers=put_headers)
+    assert wrong.status == 400 and (await wrong.json())["errors"][0]["code"] == "DIGEST_INVALID"
+    assert await catalog.get_manifest(Digest.parse(sha(raw))) is None
+    assert (await mirror.put("/v2/library/mine/manifests/1", data=raw, headers=put_headers)).status == 201
+    assert await (await mirror.get("/v2/library/mine/manifests/1")).read() == raw
 
 
 async def test_upload_limit_and_abandoned_uploads(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
@@ -255,13 +294,17 @@ async def test_admin_routes_closed_without_a_token(aiohttp_client: ClientFactory
 @pytest.fixture(scope="module")
 def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     internet = internet_side(tmp_path_factory.mktemp("internet"))
-    airgap = start_server(tmp_path_factory.mktemp("airgap"))
+    # The default upstream (registry.ollama.ai, so /v2 paths name models as the README says), reached
+    # only through a proxy port nothing listens on: unreachable, as inside an air gap, and no DNS needed.
+    closed = f"http://127.0.0.1:{free_port()}"
+    airgap = start_server(tmp_path_factory.mktemp("airgap"), {
+        "CORRAL_OFFLINE": "0", "https_proxy": closed, "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""})
     yield internet, airgap
     internet.stop()
     airgap.stop()
 
 
-def test_push_between_corrals(sides: tuple[ServerProcess, ServerProcess]) -> None:
+def test_push_between_corrals(sides: tuple[ServerProcess, ServerProcess], tmp_path: Path) -> None:
     internet, airgap = sides
     destination = f"127.0.0.1:{airgap.port}/library/smollm2"
     assert corral(internet, "cp", "smollm2", destination).returncode == 0
@@ -289,6 +332,8 @@ def test_push_between_corrals(sides: tuple[ServerProcess, ServerProcess]) -> Non
 
     again = corral(internet, "push", destination, "--insecure")  # everything present: only HEADs
     assert again.returncode == 0, again.stderr
+    pulled = asyncio.run(LegacyPuller(airgap.url, tmp_path, min_part=16_000_000).pull("library/smollm2", "latest"))
+    assert {d: p.read_bytes() for d, p in pulled.blobs.items()} == {d: p.read_bytes() for d, p in received.items()}
     show = httpx.post(airgap.url + "/api/show", json={"model": "smollm2"}).json()
     assert show["details"]["family"] == "llama"
 
@@ -312,6 +357,36 @@ async def test_signatures_checked_by_the_receiving_process(sides: tuple[ServerPr
     assert "stale" in (await signed_get(token_url(challenge, now=time.time() - 600), key)).text
     stranger = await signed_get(token_url(challenge), Ed25519PrivateKey.generate())
     assert stranger.status_code == 401 and "not in authorized_keys" in stranger.text
+
+
+def test_a_push_uploads_what_the_upstream_also_holds(sides: tuple[ServerProcess, ServerProcess],
+                                                     tmp_path: Path) -> None:
+    internet, _ = sides
+    registry = start_registry(tmp_path / "docker-registry")
+    target = start_server(tmp_path / "target", {"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": registry.url})
+    try:
+        upstream_copy = f"{registry.host}/library/smollm2"
+        assert corral(internet, "cp", "smollm2", upstream_copy).returncode == 0
+        assert corral(internet, "push", upstream_copy, "--insecure").returncode == 0  # upstream has every blob
+        gguf = sha256_file(smollm2_gguf())
+        assert httpx.head(f"{target.url}/v2/library/smollm2/blobs/{gguf}").status_code == 404
+        asked_upstream = len(registry.accesses())
+
+        assert corral(target, "authorize", corral(internet, "key").stdout.strip()).returncode == 0
+        destination = f"127.0.0.1:{target.port}/library/smollm2"
+        assert corral(internet, "cp", "smollm2", destination).returncode == 0
+        pushed = corral(internet, "push", destination, "--insecure")
+        assert pushed.returncode == 0, pushed.stderr
+        received = stored_blobs(target)
+        for digest, path in stored_blobs(internet).items():
+            assert received[digest].read_bytes() == path.read_bytes()  # uploaded, none skipped
+        assert len(registry.accesses()) == asked_upstream
+        there = {m["name"]: m["digest"] for m in httpx.get(target.url + "/api/tags").json()["models"]}
+        here = {m["name"]: m["digest"] for m in httpx.get(internet.url + "/api/tags").json()["models"]}
+        assert there == {f"{registry.host}/library/smollm2:latest": here["smollm2:latest"]}  # /v2 names its models
+    finally:
+        target.stop()
+        registry.stop()
 
 
 def test_push_to_docker_registry(sides: tuple[ServerProcess, ServerProcess], tmp_path: Path) -> None:

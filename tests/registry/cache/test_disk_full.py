@@ -29,6 +29,7 @@ from tests.support.cache import (
 )
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
+from tests.support.legacy_pull import OLLAMA_UA
 from tests.support.mirror import services_of
 from tests.support.models import write_gguf
 
@@ -91,13 +92,15 @@ async def test_a_blob_the_disk_cannot_hold_is_refused_before_it_is_fetched(
     mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
     error = await pull_error(mirror, "huge")
     assert "not enough disk space" in error and "70 MB to store" in error
+    manifest = await mirror.get("/v2/library/huge/manifests/latest", headers={"User-Agent": OLLAMA_UA})
+    assert manifest.status == 200  # a pull through /v2 starts so, and the manifest is kept
     resp = await mirror.get(f"/v2/library/huge/blobs/{sha(huge)}")
     assert resp.status == 507
     assert "not enough disk space" in (await resp.json())["errors"][0]["message"]
     assert fake_registry.cdn_gets(sha(huge)) == []  # nothing was downloaded
     assert not list((small_disk / "models" / "blobs").glob("*-partial"))
     await api_pull(mirror, "small")  # the catalogue still commits
-    assert tags(small_disk) == {key("small")}
+    assert tags(small_disk) == {key("small"), key(f"{fake_registry.host}/library/huge")}
 
 
 async def test_a_disk_that_fills_up_mid_fill_ends_it_and_gives_the_room_back(

@@ -29,6 +29,11 @@ def setup_model(registry: FakeOllamaRegistry, seed: int = 1, size: int = SIZE) -
     return layers[0][1]
 
 
+async def read_manifest(mirror: TestClient) -> None:
+    """What every pull does first: a blob is fetched upstream only when a pulled manifest names it."""
+    assert (await mirror.get("/v2/library/m/manifests/latest", headers={"User-Agent": OLLAMA_UA})).status == 200
+
+
 async def wait_until(predicate: Callable[[], bool]) -> None:
     """Poll a condition that lives outside the event loop (the database file, another task's state)."""
     async with asyncio.timeout(10):
@@ -62,7 +67,7 @@ async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
                                                           fake_registry: FakeOllamaRegistry) -> None:
     weights = setup_model(fake_registry)
     fake_registry.cdn_rate = 100_000  # each 64 KiB segment takes ~0.6 s
-    assert (await mirror.get("/v2/library/m/manifests/latest", headers={"User-Agent": OLLAMA_UA})).status == 200
+    await read_manifest(mirror)
     path = f"/v2/library/m/blobs/{sha(weights)}"
     full = asyncio.create_task(mirror.get(path))
     fills = services_of(mirror).fills
@@ -86,6 +91,7 @@ async def test_head_and_ranges_are_answered_while_filling(mirror: TestClient,
 async def test_fill_goes_on_when_the_client_leaves(mirror: TestClient, fake_registry: FakeOllamaRegistry) -> None:
     weights = setup_model(fake_registry)
     fake_registry.cdn_rate = 1_000_000
+    await read_manifest(mirror)
     url = mirror.make_url(f"/v2/library/m/blobs/{sha(weights)}")
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         await resp.content.readany()  # first bytes, then hang up
@@ -103,6 +109,7 @@ async def test_cdn_faults_end_in_a_verified_blob(mirror: TestClient, fake_regist
                                                  fault: str) -> None:
     weights = setup_model(fake_registry)
     fake_registry.cdn_faults = [fault, fault]
+    await read_manifest(mirror)
     resp = await mirror.get(f"/v2/library/m/blobs/{sha(weights)}")
     assert resp.status == 200 and await resp.read() == weights
     assert await services_of(mirror).catalog.servable_size(Digest.parse(sha(weights))) == SIZE
@@ -113,6 +120,7 @@ async def test_corrupt_byte_is_quarantined_never_served_then_fetched_again(
 ) -> None:
     weights = setup_model(fake_registry)
     fake_registry.cdn_faults = ["corrupt"]
+    await read_manifest(mirror)
     path = f"/v2/library/m/blobs/{sha(weights)}"
     async with aiohttp.ClientSession() as session, session.get(mirror.make_url(path)) as resp:
         assert resp.status == 200

@@ -116,7 +116,6 @@ async def test_bearer_challenge_is_answered_with_a_signed_token_request(
 async def test_blob_follows_307_to_the_cdn(upstream: Upstream, fake_registry: FakeOllamaRegistry) -> None:
     fake_registry.add_model("library/m", "latest", [("application/vnd.ollama.image.model", BLOB)])
     src = source(fake_registry, upstream, BLOB)
-    assert await upstream.blob_size(src) == len(BLOB)
     assert await fetch_all(upstream, src, len(BLOB)) == BLOB
     (get,) = fake_registry.cdn_gets(str(src.digest))
     assert get.status == 206 and get.sent == len(BLOB)

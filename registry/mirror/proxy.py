@@ -2,21 +2,22 @@
 
 Like the Docker distribution registry's proxy wraps its storage: whatever the store holds
 verified is served by `LocalContent` (sendfile); everything else comes from upstream through the
-manifest cache and single-flight fills, and is served while it arrives. In offline mode nothing
-upstream is contacted and unknown content is a 404 whose message says why.
+manifest cache and single-flight fills, and is served while it arrives. When the egress gate
+refuses the upstream (offline, and the upstream not listed in CORRAL_ALLOWED_HOSTS) nothing is
+contacted and unknown content is a 404 whose message says why.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from registry.egress.gate import EgressRefused, Offline
 from registry.mirror.content import LocalContent, ManifestEntry, blob_unknown, manifest_unknown
 from registry.mirror.fill_response import fill_response
 from registry.mirror.fills import DigestMismatch, DiskFull, FillError, Fills
 from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.upstream import (
     BlobSource,
-    Offline,
     Refused,
     Upstream,
     UpstreamError,
@@ -65,7 +66,7 @@ class ProxyContent:
     async def manifest(self, name: ModelName, request: web.Request) -> ManifestEntry:
         try:
             cached = await self.manifests.by_tag(name, self.upstream.endpoint_for(name), user_agent(request))
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             raise oci_error(exc, manifest_unknown(name)) from None
         await self.catalog.touch(name)
         return ManifestEntry(cached.raw, cached.media_type, cached.digest)
@@ -74,7 +75,7 @@ class ProxyContent:
         try:
             cached = await self.manifests.by_digest(name, digest, self.upstream.endpoint_for(name),
                                                     user_agent(request))
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             raise oci_error(exc, manifest_unknown(f"{name.repository}@{digest}")) from None
         return ManifestEntry(cached.raw, cached.media_type, digest)
 
@@ -83,8 +84,7 @@ class ProxyContent:
         size = await self.catalog.servable_size(digest)
         if size is not None:
             return size
-        if self.upstream.settings.offline:
-            raise oci_error(Offline(), blob_unknown(digest))
+        self._check_reachable(name, digest)
         fill = self.fills.in_flight.get(digest)
         if fill is not None:
             return fill.size
@@ -93,7 +93,7 @@ class ProxyContent:
             return info[0]
         try:
             return await self.upstream.blob_size(self._source(name, digest, request))
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             raise oci_error(exc, blob_unknown(digest)) from None
 
     async def blob_response(self, name: ModelName, digest: Digest, request: web.Request) -> web.StreamResponse:
@@ -101,8 +101,7 @@ class ProxyContent:
             return self.local.file_response(digest, request)
         fill = self.fills.in_flight.get(digest)
         if fill is None:
-            if self.upstream.settings.offline:
-                raise oci_error(Offline(), blob_unknown(digest))
+            self._check_reachable(name, digest)
             info = await self.catalog.layer_info(digest)
             size, media_type = info if info is not None else (await self.blob_size(name, digest, request), None)
             fill = self.fills.start(self._source(name, digest, request), size, media_type)
@@ -115,6 +114,13 @@ class ProxyContent:
         try:
             return await fill_response(request, fill, {"Docker-Content-Digest": str(digest)})
         except FillError as exc:  # raised only before the response started
+            raise oci_error(exc, blob_unknown(digest)) from None
+
+    def _check_reachable(self, name: ModelName, digest: Digest) -> None:
+        """A blob not stored needs its registry: refused by the gate, it is unknown here and why."""
+        try:
+            self.upstream.check(self.upstream.endpoint_for(name))
+        except EgressRefused as exc:
             raise oci_error(exc, blob_unknown(digest)) from None
 
     def _source(self, name: ModelName, digest: Digest, request: web.Request) -> BlobSource:

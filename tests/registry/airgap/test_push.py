@@ -23,6 +23,7 @@ from registry.airgap import push
 from registry.auth.keys import sign_challenge, token_request_data
 from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge, token_url
 from registry.config import Settings
+from registry.egress.gate import Egress
 from registry.model.manifest import MANIFEST_V2, MEDIA_MODEL, Layer
 from registry.model.names import Digest
 from registry.server.app import create_app
@@ -39,9 +40,9 @@ from tests.support.airgap import (
     stored_blobs,
 )
 from tests.support.digests import sha256_file
-from tests.support.docker_registry import start_registry
+from tests.support.docker_registry import DockerRegistry
 from tests.support.models import smollm2_gguf
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, free_port, start_server
 
 UPLOADS = "/v2/library/tiny/blobs/uploads/"
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -55,10 +56,15 @@ async def challenge_of(client: TestClient) -> Challenge:
     return challenge
 
 
-async def token(client: TestClient, key: Ed25519PrivateKey) -> str:
+def egress_to(tmp_path: Path, client: TestClient) -> Egress:
+    """A gate that lets requests reach the in-process corral `client` (listed, as a LAN peer would be)."""
+    return Egress(make_settings(tmp_path / "sender", CORRAL_ALLOWED_HOSTS=f"{client.host}:{client.port}"))
+
+
+async def token(client: TestClient, key: Ed25519PrivateKey, tmp_path: Path) -> str:
     challenge = await challenge_of(client)
     async with aiohttp.ClientSession() as http:
-        return await fetch_token(http, challenge, f"{client.host}:{client.port}", key)
+        return await fetch_token(http, challenge, f"{client.host}:{client.port}", key, egress_to(tmp_path, client))
 
 
 async def signed_get(url: str, key: Ed25519PrivateKey) -> httpx.Response:
@@ -68,14 +74,14 @@ async def signed_get(url: str, key: Ed25519PrivateKey) -> httpx.Response:
 
 # ---- protocol, in process ----------------------------------------------------------------------
 
-async def test_writes_are_challenged_on_the_same_host(client: TestClient) -> None:
+async def test_writes_are_challenged_on_the_same_host(client: TestClient, tmp_path: Path) -> None:
     challenge = await challenge_of(client)
     assert challenge.realm == f"http://{client.host}:{client.port}/v2/token"
     assert challenge.scope == "repository:library/tiny:push,pull"
     assert (await client.get("/v2/library/tiny/manifests/latest")).status == 404  # pulls stay anonymous
     with pytest.raises(TokenError, match="does not match"):
         async with aiohttp.ClientSession() as http:
-            await fetch_token(http, challenge, "elsewhere:1", Ed25519PrivateKey.generate())
+            await fetch_token(http, challenge, "elsewhere:1", Ed25519PrivateKey.generate(), egress_to(tmp_path, client))
 
 
 async def test_token_requests_refused(client: TestClient, settings: Settings) -> None:
@@ -97,10 +103,10 @@ async def test_token_requests_refused(client: TestClient, settings: Settings) ->
     assert resp.status_code == 401 and "does not verify" in resp.text
 
 
-async def test_resumable_upload_then_manifest(client: TestClient, settings: Settings) -> None:
+async def test_resumable_upload_then_manifest(client: TestClient, settings: Settings, tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(client, key)}"}
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}"}
     data = bytes(range(256)) * 1000
     start = await client.post(UPLOADS, headers=auth)
     assert start.status == 202
@@ -151,7 +157,7 @@ async def test_upload_limit_and_abandoned_uploads(aiohttp_client: ClientFactory,
     client = await aiohttp_client(await create_app(settings))
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(client, key)}"}
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}"}
     start = await client.post(UPLOADS, headers=auth)
     path = URL(start.headers["Location"]).path
     big = await client.patch(path, data=b"x" * 2000, headers={**auth, "Content-Range": "0-1999"})
@@ -219,8 +225,10 @@ async def test_push_client_resumes_after_a_failed_part(aiohttp_client: ClientFac
     (tmp_path / "blob").write_bytes(data)
     layer = Layer(MEDIA_MODEL, Digest.parse(sha(data)), len(data))
     progress = push.Progress(layer)
-    async with aiohttp.ClientSession() as http:
-        pusher = push.Pusher(push.RegistrySession(http, key), f"http://{target.host}:{target.port}", "library/tiny")
+    base = f"http://{target.host}:{target.port}"
+    egress = egress_to(tmp_path, target)
+    async with egress.session(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        pusher = push.Pusher(push.RegistrySession(http, key, egress, base), base, "library/tiny")
         await pusher.blob(layer, tmp_path / "blob", progress)
     assert progress.completed == len(data) and len(patches) == 6  # 5 parts, the second one twice
     assert target.server.app[SERVICES].store.path(layer.digest).read_bytes() == data
@@ -233,7 +241,7 @@ async def test_pull_auth_and_admin_token(aiohttp_client: ClientFactory, tmp_path
     assert (await client.get("/v2/library/tiny/manifests/latest")).status == 401
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(client, key)}"}
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}"}
     assert (await client.get("/v2/library/tiny/manifests/latest", headers=auth)).status == 404
     assert (await client.get("/api/tags")).status == 200
     assert (await client.delete("/api/delete", json={"model": "x"})).status == 401
@@ -253,9 +261,18 @@ async def test_admin_routes_closed_without_a_token(aiohttp_client: ClientFactory
 # ---- two corral processes: the internet side pushes to the air-gapped side -----------------------
 
 @pytest.fixture(scope="module")
-def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    internet = internet_side(tmp_path_factory.mktemp("internet"))
+def registry_port() -> int:
+    """Where test_push_to_docker_registry runs its registry, known before the internet side starts."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def sides(tmp_path_factory: pytest.TempPathFactory,
+          registry_port: int) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Both sides run offline (the test servers' default): a push goes out only to listed hosts."""
     airgap = start_server(tmp_path_factory.mktemp("airgap"))
+    internet = internet_side(tmp_path_factory.mktemp("internet"),
+                             {"CORRAL_ALLOWED_HOSTS": f"127.0.0.1:{airgap.port},127.0.0.1:{registry_port}"})
     yield internet, airgap
     internet.stop()
     airgap.stop()
@@ -314,9 +331,10 @@ async def test_signatures_checked_by_the_receiving_process(sides: tuple[ServerPr
     assert stranger.status_code == 401 and "not in authorized_keys" in stranger.text
 
 
-def test_push_to_docker_registry(sides: tuple[ServerProcess, ServerProcess], tmp_path: Path) -> None:
+def test_push_to_docker_registry(sides: tuple[ServerProcess, ServerProcess], registry_port: int,
+                                 tmp_path: Path) -> None:
     internet, _ = sides
-    registry = start_registry(tmp_path / "docker-registry")
+    registry = DockerRegistry(tmp_path / "docker-registry", registry_port).start()
     try:
         destination = f"{registry.host}/team/smollm2:v1"
         assert corral(internet, "cp", "smollm2", destination).returncode == 0

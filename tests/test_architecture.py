@@ -32,7 +32,7 @@ LEAF_DEPENDENCIES = frozenset({"runner.duration"})
 
 #: The packages under registry/ (registry.<name>), each with an entry in LAYERS.
 REGISTRY_PACKAGES = frozenset(
-    {"model", "storage", "web", "auth", "mirror", "library", "airgap", "cache", "server", "cli"}
+    {"model", "storage", "web", "egress", "auth", "mirror", "library", "airgap", "cache", "server", "cli"}
 )
 #: Which registry package may import which; "runner" stands for every runner module. A package may
 #: always import its own modules and the LEAVES.
@@ -40,10 +40,11 @@ LAYERS: dict[str, frozenset[str]] = {
     "model": frozenset(),
     "storage": frozenset({"model"}),
     "web": frozenset({"storage", "model"}),
-    "auth": frozenset({"web", "storage", "model"}),
-    "mirror": frozenset({"auth", "web", "storage", "model"}),
+    "egress": frozenset(),
+    "auth": frozenset({"egress", "web", "storage", "model"}),
+    "mirror": frozenset({"egress", "auth", "web", "storage", "model"}),
     "library": frozenset({"mirror", "web", "storage", "model"}),
-    "airgap": frozenset({"mirror", "library", "auth", "web", "storage", "model"}),
+    "airgap": frozenset({"egress", "mirror", "library", "auth", "web", "storage", "model"}),
     "cache": frozenset({"mirror", "library", "web", "storage", "model"}),
     "server": REGISTRY_PACKAGES | {"runner"},
     "cli": frozenset({"server", "airgap", "auth", "storage", "model", "web"}),

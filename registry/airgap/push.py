@@ -8,8 +8,13 @@ gets the same model digest. A 401 is answered by signing the token request with 
 ed25519 key. A failed part is retried from the offset the registry reports, so a flaky link
 costs one part, not the whole blob. Progress lines have ollama's shape (`pushing <12 hex>`).
 
+The destination is egress like any other: it must be CORRAL_UPSTREAM's host or listed in
+CORRAL_ALLOWED_HOSTS (only the latter when offline), which the gate checks before the first
+request; every request stays on the destination's own host (no redirects, no upload Location
+elsewhere), so the token never travels anywhere else.
+
 `PushHandler` serves the route with what a push reads: the catalogue (the model), the store (its
-blob files) and the path of corral's key, loaded (or created) when a push starts.
+blob files), the path of corral's key, loaded (or created) when a push starts, and the gate.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from yarl import URL
 
 from registry.auth.keys import load_or_create_key
 from registry.auth.token_client import TokenError, fetch_token, parse_challenge
+from registry.egress.gate import Egress, EgressRefused
 from registry.model.manifest import Layer
 from registry.model.names import InvalidNameError, ModelName
 from registry.storage.catalog import Catalog, ModelNotFound, ModelRecord
@@ -60,11 +66,14 @@ class Reply:
 
 
 class RegistrySession:
-    """Requests to one registry, answering a 401 challenge once with a signed token request."""
+    """Requests to the registry at `base`, through the gate, answering a 401 challenge once with a
+    signed token request."""
 
-    def __init__(self, http: aiohttp.ClientSession, key: Ed25519PrivateKey) -> None:
+    def __init__(self, http: aiohttp.ClientSession, key: Ed25519PrivateKey, egress: Egress, base: str) -> None:
         self.http = http
         self.key = key
+        self.egress = egress
+        self.base = base
         self.token = ""
 
     async def request(self, method: str, url: str, headers: dict[str, str] | None = None,
@@ -74,15 +83,16 @@ class RegistrySession:
             sent = dict(headers or {})
             if self.token:
                 sent["Authorization"] = f"Bearer {self.token}"
-            async with self.http.request(method, URL(url, encoded=True), headers=sent,
-                                         data=body() if body else None) as resp:
+            async with await self.egress.registry_request(self.http, method, URL(url, encoded=True),
+                                                          registry=self.base, headers=sent,
+                                                          data=body() if body else None) as resp:
                 reply = Reply(resp.status, CIMultiDict(resp.headers), await resp.text(errors="replace"))
             if reply.status != 401 or attempt:
                 return reply
             challenge = parse_challenge(reply.headers.get("WWW-Authenticate", ""))
             if challenge is None:
                 break
-            self.token = await fetch_token(self.http, challenge, urlsplit(url).netloc, self.key)
+            self.token = await fetch_token(self.http, challenge, urlsplit(url).netloc, self.key, self.egress)
         raise PushError(f"{method} {url}: unauthorized: {reply.text.strip()}")
 
 
@@ -202,10 +212,11 @@ def _mount_query(layer: Layer) -> str:
 class PushHandler:
     """`/api/push` of one server."""
 
-    def __init__(self, catalog: Catalog, store: BlobStore, key_path: Path) -> None:
+    def __init__(self, catalog: Catalog, store: BlobStore, key_path: Path, egress: Egress) -> None:
         self.catalog = catalog
         self.store = store
         self.key_path = key_path
+        self.egress = egress
 
     async def push(self, request: web.Request) -> web.StreamResponse:
         body = await read_json_object(request)
@@ -216,17 +227,21 @@ class PushHandler:
             record = await self.catalog.require(name)
         except ModelNotFound:
             raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
+        try:
+            self.egress.check_registry(_base(record, insecure))  # refused before the stream starts, with its status
+        except EgressRefused as exc:
+            raise ApiError(exc.status, f"push {name.display_shortest()}: {exc}") from None
         return await stream_progress(request, stream, self.push_events(record, insecure))
 
     async def push_events(self, record: ModelRecord, insecure: bool) -> AsyncIterator[dict[str, Any]]:
         yield {"status": "retrieving manifest"}
         name = record.name
         key = await asyncio.to_thread(load_or_create_key, self.key_path)
-        base = f"{'http' if insecure else 'https'}://{name.host}"
+        base = _base(record, insecure)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http:
-                pusher = Pusher(RegistrySession(http, key), base, name.repository)
+            async with self.egress.session(timeout=timeout) as http:
+                pusher = Pusher(RegistrySession(http, key, self.egress, base), base, name.repository)
                 for layer in record.manifest.all_layers:
                     progress = Progress(layer)
                     task = asyncio.create_task(pusher.blob(layer, self.store.path(layer.digest), progress))
@@ -239,6 +254,13 @@ class PushHandler:
                         task.cancel()
                 yield {"status": "pushing manifest"}
                 await pusher.manifest(record, name.tag)
+        except EgressRefused as exc:
+            raise ApiError(exc.status, f"push {name.display_shortest()}: {exc}") from None
         except (PushError, TokenError, aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(500, f"push {name.display_shortest()}: {exc}") from None
         yield {"status": "success"}
+
+
+def _base(record: ModelRecord, insecure: bool) -> str:
+    """The destination registry a model's name points at, over http only when asked (as ollama)."""
+    return f"{'http' if insecure else 'https'}://{record.name.host}"

@@ -3,8 +3,10 @@
 On a 401 the registry names a realm; the client appends `service`, `scope`, `ts` and a random
 `nonce` (keys sorted, like Go's url.Values.Encode), signs `GET,<that URL>,<zero-sum>` with its
 ed25519 key and sends the signature as `Authorization`. The realm must be on the host the client
-was talking to, or the token could be phished by a registry naming someone else's token server.
-The URL is sent exactly as signed (yarl must not re-encode it), or the signature would not match.
+was talking to, or the token could be phished by a registry naming someone else's token server;
+the request goes through the egress gate like every other, and a redirect is not followed (the
+signature names this URL, and it must not travel elsewhere). The URL is sent exactly as signed
+(yarl must not re-encode it), or the signature would not match.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
 from registry.auth.keys import sign_challenge, token_request_data
+from registry.egress.gate import Egress
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -57,15 +60,19 @@ def token_url(challenge: Challenge, now: float | None = None) -> str:
 
 
 async def fetch_token(session: aiohttp.ClientSession, challenge: Challenge, original_host: str,
-                      key: Ed25519PrivateKey) -> str:
+                      key: Ed25519PrivateKey, egress: Egress) -> str:
     """Answer `challenge` for a request that went to `original_host` (host[:port])."""
     url = token_url(challenge)
     realm_host = urlsplit(url).netloc
     if realm_host != original_host:
         raise TokenError(f"realm host {realm_host!r} does not match original host {original_host!r}")
     signature = sign_challenge(key, token_request_data(url))
-    async with session.get(URL(url, encoded=True), headers={"Authorization": signature}) as resp:
+    target = URL(url, encoded=True)
+    async with await egress.registry_request(session, "GET", target, registry=target,
+                                             headers={"Authorization": signature}) as resp:
         body = await resp.text()
+        if 300 <= resp.status < 400:
+            raise TokenError(f"the token endpoint answered {resp.status} (a redirect), which corral does not follow")
         if resp.status >= 400:
             raise TokenError(f"{resp.status}: {body.strip()}")
     try:

@@ -35,6 +35,7 @@ from pathlib import Path
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.egress.gate import EgressRefused
 from registry.mirror.upstream import BlobSource, Upstream, UpstreamError
 from registry.model.names import Digest
 from registry.storage.catalog import Catalog
@@ -255,7 +256,7 @@ class Fills:
         except asyncio.CancelledError:
             fill.finish(FillError(f"fill of {fill.digest} interrupted: server shutting down"))
             raise
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             log.warning("fill of %s stopped (progress kept): %s", fill.digest.short, exc)
             fill.finish(FillError(str(exc), exc))
         except DiskFull as exc:

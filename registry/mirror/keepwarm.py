@@ -5,7 +5,9 @@ So that a LAN's standard models are present before anyone asks. Each pull is exa
 transfer instead of starting another, and CORRAL_UPSTREAM_RATE applies); a refresh re-checks the
 tag upstream once it is older than CORRAL_MANIFEST_TTL and fetches only blobs that changed.
 Models on the list are never evicted by the quota (see `cache.prune.KeepList`). Failures are logged and
-retried at the next interval; they never stop the server.
+retried at the next interval; they never stop the server. Offline, the egress gate decides as for
+any pull: a model on a host listed in CORRAL_ALLOWED_HOSTS is still kept warm, a cached one stays
+present, and the rest are recorded as refused without a connection.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from registry.egress.gate import EgressRefused
 from registry.mirror.fills import FillError
 from registry.mirror.pull import Puller
 from registry.mirror.upstream import Upstream, UpstreamError
@@ -26,10 +29,9 @@ log = logging.getLogger("corral.sync")
 
 
 class KeepWarm:
-    def __init__(self, puller: Puller, upstream: Upstream, sync: Iterable[str], *, offline: bool) -> None:
+    def __init__(self, puller: Puller, upstream: Upstream, sync: Iterable[str]) -> None:
         self.puller = puller
         self.upstream = upstream
-        self.offline = offline
         self.names: list[ModelName] = []
         for text in sync:
             try:
@@ -45,7 +47,7 @@ class KeepWarm:
             endpoint = self.upstream.endpoint_for(name)
             async for _ in self.puller.events(name, endpoint):
                 pass
-        except (ApiError, UpstreamError, FillError) as exc:
+        except (ApiError, UpstreamError, EgressRefused, FillError) as exc:
             self.last[shown] = {"ok": False, "error": str(exc), "at": time.time()}
             log.warning("keep-warm pull of %s failed: %s", shown, exc)
             return
@@ -54,10 +56,6 @@ class KeepWarm:
 
     async def loop(self, interval: float) -> None:
         """Pull every listed model now, then every `interval` seconds (never again when 0)."""
-        if self.offline:
-            if self.names:
-                log.info("keep-warm: offline (CORRAL_OFFLINE), not pulling %d models", len(self.names))
-            return
         while True:
             for name in self.names:
                 try:

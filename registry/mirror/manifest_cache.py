@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 from registry.config import Settings
-from registry.mirror.upstream import Endpoint, Offline, Unavailable, Upstream
+from registry.egress.gate import Offline
+from registry.mirror.upstream import Endpoint, Unavailable, Upstream
 from registry.model.manifest import ManifestError, ParsedManifest, parse_manifest
 from registry.model.names import Digest, ModelName
 from registry.storage.catalog import Catalog, ModelRecord

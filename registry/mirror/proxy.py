@@ -4,8 +4,8 @@ Like the Docker distribution registry's proxy wraps its storage: whatever the st
 verified is served by `LocalContent` (sendfile); manifests, and the blobs a pulled manifest names,
 come from upstream through the manifest cache and single-flight fills and are served while they
 arrive. Any other blob is a 404 without asking upstream: that is what a push into corral must
-see. In offline mode nothing upstream is contacted and unknown content is a 404 whose message
-says why.
+see. When the egress gate refuses the upstream (offline, and the upstream not listed in
+CORRAL_ALLOWED_HOSTS) nothing is contacted and unknown content is a 404 whose message says why.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from registry.egress.gate import EgressRefused, Offline
 from registry.mirror.content import LocalContent, ManifestEntry, blob_unknown, manifest_unknown
 from registry.mirror.fill_response import fill_response
 from registry.mirror.fills import DigestMismatch, DiskFull, FillError, Fills
 from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.upstream import (
     BlobSource,
-    Offline,
     Refused,
     Upstream,
     UpstreamError,
@@ -69,7 +69,7 @@ class ProxyContent:
     async def manifest(self, name: ModelName, request: web.Request) -> ManifestEntry:
         try:
             cached = await self.manifests.by_tag(name, self.upstream.endpoint_for(name), user_agent(request))
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             raise oci_error(exc, manifest_unknown(name)) from None
         await self.catalog.touch(name)
         return ManifestEntry(cached.raw, cached.media_type, cached.digest)
@@ -78,7 +78,7 @@ class ProxyContent:
         try:
             cached = await self.manifests.by_digest(name, digest, self.upstream.endpoint_for(name),
                                                     user_agent(request))
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             raise oci_error(exc, manifest_unknown(f"{name.repository}@{digest}")) from None
         return ManifestEntry(cached.raw, cached.media_type, digest)
 
@@ -125,9 +125,15 @@ class ProxyContent:
         layer = await self.catalog.pulled_layer(name, digest)
         if layer is None:
             raise blob_unknown(digest)
-        if self.upstream.settings.offline:
-            raise oci_error(Offline(), blob_unknown(digest))
+        self._check_reachable(name, digest)
         return layer
+
+    def _check_reachable(self, name: ModelName, digest: Digest) -> None:
+        """A blob not stored needs its registry: refused by the gate, it is unknown here and why."""
+        try:
+            self.upstream.check(self.upstream.endpoint_for(name))
+        except EgressRefused as exc:
+            raise oci_error(exc, blob_unknown(digest)) from None
 
     def _source(self, name: ModelName, digest: Digest, request: web.Request) -> BlobSource:
         return BlobSource(self.upstream.endpoint_for(name), name.repository, digest, user_agent(request))

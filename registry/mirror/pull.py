@@ -10,7 +10,8 @@ appears in the catalogue once every blob is verified.
 
 Hosts: a name without host (or naming registry.ollama.ai, or the upstream's own host) is fetched
 from CORRAL_UPSTREAM; a host listed in CORRAL_ALLOWED_HOSTS over https, or http with `insecure`;
-any other host is refused with 400 before any connection is made.
+any other host is refused with 400 before any connection is made. Offline, what is cached is
+served, and the egress gate refuses (503) what would need a registry that is not listed.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from typing import Any
 
 from aiohttp import web
 
+from registry.egress.gate import EgressRefused, Offline
 from registry.mirror.fills import DigestMismatch, Fill, FillError, Fills
 from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.upstream import (
     BlobSource,
     Endpoint,
-    HostNotAllowed,
-    Offline,
     Refused,
     Upstream,
     UpstreamError,
@@ -48,12 +48,11 @@ class Puller:
     """ollama's pull as a stream of progress events; used by `POST /api/pull` and by keep-warm."""
 
     def __init__(self, upstream: Upstream, manifests: ManifestCache, fills: Fills, catalog: Catalog, *,
-                 offline: bool, noprune: bool) -> None:
+                 noprune: bool) -> None:
         self.upstream = upstream
         self.manifests = manifests
         self.fills = fills
         self.catalog = catalog
-        self.offline = offline
         self.noprune = noprune
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -63,8 +62,8 @@ class Puller:
         stream = field(body, "stream", bool, True)
         try:
             endpoint = self.upstream.endpoint_for(name, insecure)
-        except HostNotAllowed as exc:
-            raise ApiError(400, str(exc)) from None
+        except EgressRefused as exc:
+            raise ApiError(exc.status, str(exc)) from None
         return await stream_progress(request, stream, self.events(name, endpoint))
 
     async def events(self, name: ModelName, endpoint: Endpoint) -> AsyncIterator[dict[str, Any]]:
@@ -72,7 +71,7 @@ class Puller:
         yield {"status": "pulling manifest"}
         try:
             cached = await self.manifests.by_tag(name, endpoint, user_agent, save=False)
-        except UpstreamError as exc:
+        except (UpstreamError, EgressRefused) as exc:
             raise manifest_error(name, exc) from None
         layers = cached.parsed.all_layers
         # leased until tagged: a prune must not collect a layer this pull found present but has not referenced yet
@@ -80,9 +79,11 @@ class Puller:
             fills: dict[Digest, Fill] = {}
             for layer in layers:
                 if layer.digest not in fills and await self.catalog.servable_size(layer.digest) is None:
-                    if self.offline:
-                        raise ApiError(503, f"blob {layer.digest} of {name.display_shortest()} is not cached, "
-                                            f"and {Offline()}")
+                    try:
+                        self.upstream.check(endpoint)
+                    except EgressRefused as exc:
+                        raise ApiError(exc.status, f"blob {layer.digest} of {name.display_shortest()} is not "
+                                                   f"cached, and {exc}") from None
                     source = BlobSource(endpoint, name.repository, layer.digest, user_agent)
                     fills[layer.digest] = self.fills.start(source, layer.size, layer.media_type)
             for layer in layers:
@@ -125,13 +126,15 @@ def _progress(layer: Layer, completed: int) -> dict[str, Any]:
     return event
 
 
-def manifest_error(name: ModelName, exc: UpstreamError) -> ApiError:
+def manifest_error(name: ModelName, exc: UpstreamError | EgressRefused) -> ApiError:
     """ollama's wording: `pull model manifest: file does not exist`, `…: 412: <body>`."""
     if isinstance(exc, Refused):
         if exc.status == 404:
             return ApiError(404, "pull model manifest: file does not exist")
         return ApiError(exc.status, f"pull model manifest: {exc}")
     if isinstance(exc, Offline):
-        return ApiError(503, f"pull model manifest: {name.display_shortest()} is not cached, and {exc}")
+        return ApiError(exc.status, f"pull model manifest: {name.display_shortest()} is not cached, and {exc}")
+    if isinstance(exc, EgressRefused):
+        return ApiError(exc.status, f"pull model manifest: {exc}")
     return ApiError(502, f"pull model manifest: {exc}")
 

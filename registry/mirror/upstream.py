@@ -1,13 +1,14 @@
 """The HTTP client for upstream registries (registry.ollama.ai or any Docker distribution registry).
 
-One `aiohttp.ClientSession` for the whole process. What it does, and why:
+One session for the whole process, made by the egress gate (`registry.egress`). What it does, and why:
 
-* Host policy first: a request goes only to the configured upstream or a host listed in
-  CORRAL_ALLOWED_HOSTS (`check_url` runs before every registry request), so a model name can never
-  point corral at an arbitrary host. Data URLs that an allowed registry redirects a blob GET to
-  (registry.ollama.ai's presigned object-storage URLs) are followed: they are the registry's own
-  answer, not something a client typed. A token realm must be on the registry's own host, as
-  ollama checks since v0.14.3.
+* Every request goes through the gate first: a registry request only to the configured upstream
+  or a host listed in CORRAL_ALLOWED_HOSTS (only the listed ones when offline), so a model name
+  can never point corral at an arbitrary host; a manifest follows redirects only on the
+  registry's own host; a blob's data URL (registry.ollama.ai's presigned object-storage URLs)
+  may be elsewhere but never on a loopback, private or link-local address unless listed, at
+  every hop. A token realm must be on the registry's own host, as ollama checks since v0.14.3.
+  The gate's refusals (`EgressRefused`) pass through untouched: they are not worth a retry.
 * Manifests are requested with ollama's Accept header and the requesting client's User-Agent,
   because registry.ollama.ai gates models by client version (412 with a readable body, which is
   passed through as `Refused`).
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry import __version__
 from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge
 from registry.config import Settings
+from registry.egress.gate import Egress
 from registry.model.names import DEFAULT_HOST, Digest, ModelName
 
 log = logging.getLogger("corral.upstream")
@@ -62,18 +64,6 @@ def default_user_agent() -> str:
 
 class UpstreamError(Exception):
     """Base of everything that can go wrong talking to an upstream registry."""
-
-
-class HostNotAllowed(UpstreamError):
-    def __init__(self, host: str) -> None:
-        super().__init__(
-            f"registry host {host!r} is not allowed: corral only contacts its upstream and CORRAL_ALLOWED_HOSTS"
-        )
-
-
-class Offline(UpstreamError):
-    def __init__(self) -> None:
-        super().__init__("corral is offline (CORRAL_OFFLINE=1) and does not contact upstream")
 
 
 class Unavailable(UpstreamError):
@@ -170,22 +160,21 @@ def _describe(exc: BaseException) -> str:
 
 
 class Upstream:
-    def __init__(self, settings: Settings, key: Ed25519PrivateKey, policy: Policy | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, key: Ed25519PrivateKey, egress: Egress,
+                 policy: Policy | None = None) -> None:
         self.key = key  # corral's id_ed25519: signs token requests as ollama's key would
+        self.egress = egress
         self.policy = policy or Policy()
         self.default = Endpoint(settings.upstream)
         self.rate = RateLimit(settings.upstream_rate)
         self._aliases = {DEFAULT_HOST, self.default.host}
-        self._allowed = {self.default.host} | {_host_of(h) for h in settings.allowed_hosts}
         self._tokens: dict[tuple[str, str], str] = {}
         # where each blob's bytes are read from; None: the registry serves the blob itself
         self._data_urls: dict[BlobSource, str | None] = {}
         self._resolving: dict[BlobSource, asyncio.Lock] = {}
-        self._session = aiohttp.ClientSession(
+        self._session = egress.session(
             timeout=aiohttp.ClientTimeout(total=None, connect=self.policy.connect),
-            connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
-            trust_env=True,  # HTTPS_PROXY/NO_PROXY, as ollama's Go transport honours them
+            limit=256,
             read_bufsize=256 * 1024,  # per-connection buffer: 16 segments × 8 fills must stay small
         )
 
@@ -195,26 +184,23 @@ class Upstream:
     # ---- policy ------------------------------------------------------------------------------
 
     def endpoint_for(self, name: ModelName, insecure: bool = False) -> Endpoint:
-        """The registry a name is fetched from, or HostNotAllowed — decided before any connection.
+        """The registry a name is fetched from, or the gate's HostNotAllowed — before any connection.
 
         registry.ollama.ai (the default host of every short name) and the upstream's own host
         mean CORRAL_UPSTREAM, scheme included. A host from CORRAL_ALLOWED_HOSTS is reached over
-        https, or http when the pull says `insecure`, exactly as ollama decides.
+        https, or http when the pull says `insecure`, exactly as ollama decides. Whether the
+        registry may be contacted right now (offline) is the gate's question at each request.
         """
         host = name.host.lower()
         if host in self._aliases:
             return self.default
-        if host in self._allowed:
-            return Endpoint(f"{'http' if insecure else 'https'}://{host}")
-        raise HostNotAllowed(name.host)
+        endpoint = Endpoint(f"{'http' if insecure else 'https'}://{host}")
+        self.egress.check_listed(endpoint.base)
+        return endpoint
 
-    def check_url(self, url: str) -> None:
-        """The choke point every registry request passes: offline and host policy."""
-        if self.settings.offline:
-            raise Offline()
-        host = urlsplit(url).netloc.lower()
-        if host not in self._allowed:
-            raise HostNotAllowed(host)
+    def check(self, endpoint: Endpoint) -> None:
+        """Raise the gate's refusal if `endpoint` may not be contacted now (offline, not listed)."""
+        self.egress.check_registry(endpoint.base)
 
     # ---- manifests ---------------------------------------------------------------------------
 
@@ -279,7 +265,7 @@ class Upstream:
             async with self._resolving.setdefault(source, asyncio.Lock()):
                 if source not in self._data_urls:
                     resp = await self._registry(source.endpoint, source.repository, "GET", source.url,
-                                                source.user_agent, headers, allow_redirects=False)
+                                                source.user_agent, headers, follow=False)
                     if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                         self._data_urls[source] = None
                         return await self._expect_range(resp, pos)
@@ -288,9 +274,9 @@ class Upstream:
         data_url = self._data_urls[source]
         if data_url is None:
             resp = await self._registry(source.endpoint, source.repository, "GET", source.url, source.user_agent,
-                                        headers, allow_redirects=False)
+                                        headers, follow=False)
             return await self._expect_range(resp, pos)
-        resp = await self._plain("GET", data_url, source.user_agent, headers)
+        resp = await self._data("GET", data_url, source.user_agent, headers)
         if resp.status in _EXPIRED_DATA_URL:
             resp.release()
             if self._data_urls.get(source) == data_url:
@@ -371,16 +357,18 @@ class Upstream:
         user_agent: str,
         headers: dict[str, str] | None = None,
         *,
-        allow_redirects: bool = True,
+        follow: bool = True,
     ) -> aiohttp.ClientResponse:
-        """A request to the registry itself: policy-checked, Bearer token on 401 (twice at most)."""
-        self.check_url(url)
+        """A request to the registry itself, through the gate: Bearer token on 401 (twice at most);
+        with `follow`, redirects on the registry's own host only."""
         key = (endpoint.host, repository)
         for attempt in range(2):
             sent = {"User-Agent": user_agent, **(headers or {})}
             if key in self._tokens:
                 sent["Authorization"] = f"Bearer {self._tokens[key]}"
-            resp = await self._send(method, url, sent, allow_redirects=allow_redirects)
+            resp = await self._send(self.egress.registry_request(
+                self._session, method, url, registry=endpoint.base, headers=sent, follow=follow,
+                auto_decompress="Range" not in sent))
             challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
             if resp.status != 401 or attempt == 1 or challenge is None:
                 return resp
@@ -390,10 +378,9 @@ class Upstream:
 
     async def _token(self, endpoint: Endpoint, challenge: Challenge) -> str:
         """ollama's token dance (signed with corral's key); the realm must be the registry's host."""
-        self.check_url(challenge.realm)
         try:
             async with asyncio.timeout(self.policy.request):
-                return await fetch_token(self._session, challenge, endpoint.host, self.key)
+                return await fetch_token(self._session, challenge, endpoint.host, self.key, self.egress)
         except TokenError as exc:
             raise Refused(401, str(exc).encode()) from None
         except TimeoutError as exc:
@@ -401,19 +388,18 @@ class Upstream:
         except (aiohttp.ClientError, OSError) as exc:
             raise _Transient(f"token request: {_describe(exc)}") from exc
 
-    async def _plain(self, method: str, url: str, user_agent: str,
-                     headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
-        """A request to a data URL the registry redirected to: no credentials, redirects followed."""
-        if self.settings.offline:
-            raise Offline()
-        return await self._send(method, url, {"User-Agent": user_agent, **(headers or {})}, allow_redirects=True)
+    async def _data(self, method: str, url: str, user_agent: str,
+                    headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """A request to a data URL the registry redirected to: no credentials, every hop through the gate."""
+        sent = {"User-Agent": user_agent, **(headers or {})}
+        return await self._send(self.egress.data_request(self._session, method, url, headers=sent,
+                                                         auto_decompress="Range" not in sent))
 
-    async def _send(self, method: str, url: str, headers: dict[str, str], *,
-                    allow_redirects: bool = False) -> aiohttp.ClientResponse:
+    async def _send(self, request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+        """Await a gated request; transport failures become _Transient, the gate's refusals pass."""
         try:
             async with asyncio.timeout(self.policy.request):
-                return await self._session.request(method, url, headers=headers, allow_redirects=allow_redirects,
-                                                   auto_decompress="Range" not in headers)
+                return await request
         except TimeoutError as exc:
             raise _Transient(f"no response within {self.policy.request:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -438,8 +424,3 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         body += chunk
     return bytes(body)
 
-
-def _host_of(entry: str) -> str:
-    """CORRAL_ALLOWED_HOSTS entries are host[:port]; a pasted URL is tolerated."""
-    entry = entry.strip().lower()
-    return urlsplit(entry).netloc if "://" in entry else entry.rstrip("/")

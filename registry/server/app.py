@@ -52,7 +52,7 @@ def build_handlers(services: Services) -> Handlers:
         v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),
         auth=Authenticator(settings, s.presigned),
         pull=s.puller,
-        push=PushHandler(s.catalog, s.store, settings.key_path),
+        push=PushHandler(s.catalog, s.store, settings.key_path, s.egress),
         bundles=Bundles(s.catalog, s.store, s.leases, settings.key_path, settings.authorized_keys_path,
                         settings.require_signed, settings.scratch_dir),
         ollama_import=OllamaFolderImport(s.catalog, s.store),

@@ -21,6 +21,7 @@ from registry.cache.lifecycle import Lifecycle
 from registry.cache.prune import Pruner
 from registry.cache.scrub import Scrubber
 from registry.config import Settings
+from registry.egress.gate import Egress, environment_proxies
 from registry.mirror.content import LocalContent
 from registry.mirror.fills import Fills, InFlight
 from registry.mirror.keepwarm import KeepWarm
@@ -51,7 +52,8 @@ class Services:
     catalog: Catalog
     model_reader: ModelReader
     uploads: UploadStore
-    upstream: Upstream  # the only way out to upstream registries (host policy, offline)
+    egress: Egress  # the one check every outbound connection passes (offline, allowed hosts, addresses)
+    upstream: Upstream  # the mirror's client of upstream registries, through the gate
     presigned: PresignedBlobs  # blob URLs readable without a token, keyed by corral's key
     manifests: ManifestCache
     in_flight: InFlight
@@ -83,18 +85,19 @@ async def build_services(settings: Settings) -> Services:
     catalog = Catalog(sessions, store, leases)
     model_reader = ModelReader(store)
     key = await asyncio.to_thread(load_or_create_key, settings.key_path)
-    upstream = Upstream(settings, key)
+    egress = Egress(settings, environment_proxies())
+    upstream = Upstream(settings, key, egress)
     manifests = ManifestCache(catalog, upstream, settings)
     counters = CacheCounters(settings.max_cache)
     runner = make_runner(settings, catalog, model_reader)
     in_flight = InFlight()
     pruner = Pruner(settings, catalog, in_flight, runner.loaded_paths, counters)
     fills = Fills(store, catalog, sessions, upstream, in_flight, pruner.run_to_end)
-    puller = Puller(upstream, manifests, fills, catalog, offline=settings.offline, noprune=settings.noprune)
+    puller = Puller(upstream, manifests, fills, catalog, noprune=settings.noprune)
     local = LocalContent(catalog, counters.served_hit)
     lifecycle = Lifecycle(
         settings, catalog, pruner, Scrubber(catalog, sessions, leases, counters),
-        KeepWarm(puller, upstream, settings.sync, offline=settings.offline),
+        KeepWarm(puller, upstream, settings.sync),
     )
     return Services(
         settings=settings,
@@ -105,6 +108,7 @@ async def build_services(settings: Settings) -> Services:
         catalog=catalog,
         model_reader=model_reader,
         uploads=UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout),
+        egress=egress,
         upstream=upstream,
         presigned=PresignedBlobs.from_key(key),
         manifests=manifests,

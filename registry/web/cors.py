@@ -7,6 +7,10 @@ Two middlewares, in ollama's order:
   vscode-webview:// and vscode-file:// defaults. A request whose Origin is not allowed gets an
   empty 403; an allowed preflight (OPTIONS) is answered 204 by the middleware itself; an allowed
   request gets `Access-Control-Allow-Origin` and `Vary` on whatever response it ends up with.
+  One deliberate difference: gin matches a `*` as a plain prefix and suffix of the whole string,
+  so `https://*.example.com` admits `https://evil.com/.example.com`. Here a wildcard origin
+  matches only an origin that is exactly `scheme://host[:port]`, and its `*` stands for part of
+  the host (letters, digits, `-`, `.`, `_`) or for the whole port, never for anything else.
 * The Host guard (allowedHostsMiddleware), only when listening on loopback: a web page on some
   other site could otherwise reach the local server through DNS rebinding. Host headers naming a
   loopback/private/unspecified/local-interface IP, localhost, this machine's hostname or a
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import re
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +53,7 @@ _MAX_AGE = str(12 * 3600)
 _LOCAL_TLDS = (".localhost", ".local", ".internal")
 _GO_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 _ALLOW_ORIGIN: web.RequestKey[str] = web.RequestKey("cors_allow_origin", str)  # value for the answer
+_HOST_CHARS = "[a-z0-9._-]"
 
 
 def default_origins() -> list[str]:
@@ -59,7 +65,7 @@ def default_origins() -> list[str]:
 
 
 class CorsPolicy:
-    """Which origins may call the API, matched the way gin-contrib/cors matches them."""
+    """Which origins may call the API: gin-contrib/cors's rules, with a `*` kept inside the host or port."""
 
     def __init__(self, extra_origins: Sequence[str]) -> None:
         origins = [*extra_origins, *default_origins()]
@@ -73,28 +79,30 @@ class CorsPolicy:
                 raise SettingsError(f"OLLAMA_ORIGINS: bad origin {origin!r}: only one * is allowed")
         self.allow_all = "*" in origins
         self._exact = {o.strip().lower() for o in origins}
-        self._wildcards = [self._rule(o) for o in origins if "*" in o]
-
-    @staticmethod
-    def _rule(origin: str) -> tuple[str, str]:
-        star = origin.index("*")
-        if star == 0:
-            return "*", origin[1:]
-        if star == len(origin) - 1:
-            return origin[:star], "*"
-        return origin[:star], origin[star + 1 :]
+        self._wildcards = [_wildcard(o.strip().lower()) for o in origins if "*" in o and o.strip() != "*"]
 
     def allows(self, origin: str) -> bool:
         if self.allow_all or origin in self._exact:
             return True
-        for prefix, suffix in self._wildcards:
-            if prefix == "*" and origin.endswith(suffix):
-                return True
-            if suffix == "*" and origin.startswith(prefix):
-                return True
-            if origin.startswith(prefix) and origin.endswith(suffix):
-                return True
-        return False
+        return any(rule.fullmatch(origin.lower()) for rule in self._wildcards)
+
+
+def _wildcard(origin: str) -> re.Pattern[str]:
+    """A wildcard origin as a pattern over `scheme://host[:port]`, its `*` kept inside the host or port.
+
+    `https://*.example.com` → any subdomain over https; `http://localhost:*` → any port;
+    `*.example.com` (no scheme) → a subdomain under any scheme; `app://*` → any app:// host.
+    """
+    scheme, sep, rest = origin.rpartition("://")
+    if "*" in scheme:
+        raise SettingsError(f"OLLAMA_ORIGINS: bad origin {origin!r}: a * may stand for part of the host or the port")
+    host, colon, port = rest.rpartition(":") if ":" in rest and not rest.endswith("]") else (rest, "", "")
+    if colon and port != "*" and not port.isdigit():
+        raise SettingsError(f"OLLAMA_ORIGINS: bad origin {origin!r}: a * may stand for part of the host or the port")
+    scheme_part = re.escape(scheme) if sep and scheme else "[a-z][a-z0-9+.-]*"
+    host_part = f"{_HOST_CHARS}*".join(re.escape(piece) for piece in host.split("*"))
+    port_part = ("(?::[0-9]+)" if port == "*" else f":{re.escape(port)}") if colon else ""
+    return re.compile(f"{scheme_part}://{host_part}{port_part}")
 
 
 def cors_middleware(policy: CorsPolicy) -> Middleware:

@@ -17,7 +17,7 @@ import pytest
 from tests.clients.toolmodel import TOOLS_TEMPLATE
 from tests.support.bigram import write_scripted_gguf
 from tests.support.models import write_modelfile
-from tests.support.server import ServerProcess, run_cli, start_server
+from tests.support.server import ServerProcess, free_port, run_cli, start_server
 
 SERVER_ENV = {"OLLAMA_CONTEXT_LENGTH": "1024"}
 MODEL = "smollm2"
@@ -26,9 +26,15 @@ SCRIPTED_MODEL = "bigram"
 
 
 @pytest.fixture(scope="session")
-def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def push_target_port() -> int:
+    """Where a test starts a corral to push to: the session server lists it in CORRAL_ALLOWED_HOSTS."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def corral(tmp_path_factory: pytest.TempPathFactory, push_target_port: int) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("corral-clients")
-    server = start_server(root, extra_env=SERVER_ENV)
+    server = start_server(root, extra_env={**SERVER_ENV, "CORRAL_ALLOWED_HOSTS": f"127.0.0.1:{push_target_port}"})
     try:
         created = run_cli(server, "create", MODEL, "-f", str(write_modelfile(root)))
         assert created.returncode == 0, created.stderr

@@ -122,8 +122,9 @@ def test_pull_progress_from_upstream(mirror: Callable[[], ServerProcess]) -> Non
     assert local.generate(model=MODEL, prompt="Hi", options={"num_predict": 2}).done
 
 
-def test_push_to_another_corral(client: ollama.Client, corral: ServerProcess, tmp_path: Path) -> None:
-    target = start_server(tmp_path / "target", extra_env=SERVER_ENV)
+def test_push_to_another_corral(client: ollama.Client, corral: ServerProcess, push_target_port: int,
+                                tmp_path: Path) -> None:
+    target = start_server(tmp_path / "target", extra_env=SERVER_ENV, port=push_target_port)
     try:
         # The receiving corral's operator authorises the sender's key (as ollama.com needs it too).
         public_key = (corral.root / "models" / "id_ed25519.pub").read_text()

@@ -48,5 +48,6 @@ async def fake_registry() -> AsyncIterator[FakeOllamaRegistry]:
 async def mirror(
     aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path, fake_registry: FakeOllamaRegistry
 ) -> TestClient:
-    """An in-process corral mirroring `fake_registry`, with test-sized timeouts and segments."""
-    return await mirror_client(aiohttp_client, tmp_path, fake_registry.url)
+    """An in-process corral mirroring `fake_registry`, with test-sized timeouts and segments; its
+    CDN is on loopback, so it is listed in CORRAL_ALLOWED_HOSTS (the documented way to allow it)."""
+    return await mirror_client(aiohttp_client, tmp_path, fake_registry.url, CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)

@@ -62,9 +62,9 @@ def corral(server: ServerProcess, *args: str, env: dict[str, str] | None = None,
     )
 
 
-def internet_side(root: Path) -> ServerProcess:
+def internet_side(root: Path, env: dict[str, str] | None = None) -> ServerProcess:
     """A corral holding SmolLM2 as `smollm2`, created from a Modelfile with the CLI."""
-    server = start_server(root)
+    server = start_server(root, env)
     try:
         created = corral(server, "create", "smollm2", "-f", str(write_modelfile(root)))
         assert created.returncode == 0, created.stderr

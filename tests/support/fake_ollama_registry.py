@@ -2,8 +2,10 @@
 
 Registry host: `/v2/` is 404; manifests come as `text/plain`; a User-Agent gate answers 412 with
 a readable body to clients that are not `ollama/<version ≥ min_version>`; blob HEAD/GET answer 307
-to a presigned URL on a second "CDN" host:port; optionally every request needs a Bearer token
-whose request must carry a valid ed25519 signature (protocol doc §3.1).
+to a presigned URL on a second "CDN" host:port (a loopback address, so a corral in front of it
+must list `cdn_host` in CORRAL_ALLOWED_HOSTS, or point `data_base` elsewhere); optionally every
+request needs a Bearer token whose request must carry a valid ed25519 signature (protocol doc
+§3.1), and a manifest GET can be answered with a 307 (`manifest_redirects`).
 CDN host: serves those URLs with Range support, optionally throttled, refusing expired ones with
 403, and with scripted faults per request: truncated body, connection reset mid-blob, one
 corrupted byte, a stall, a 403 as if the URL had expired, or a chunked body (no Content-Length).
@@ -65,6 +67,8 @@ class FakeOllamaRegistry:
     cdn_rate: int = 0  # bytes/s per CDN response, 0 = unthrottled
     url_ttl: float = 300.0  # lifetime of a presigned URL
     stall_seconds: float = 3600.0
+    data_base: str = ""  # where blob redirects point instead of the CDN (scheme://host:port)
+    manifest_redirects: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, ref) → Location
     manifests: dict[tuple[str, str], bytes] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
     log: list[Logged] = field(default_factory=list)
@@ -111,6 +115,10 @@ class FakeOllamaRegistry:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+    @property
+    def cdn_host(self) -> str:
+        return f"127.0.0.1:{self.cdn_port}"
 
     # ---- content -----------------------------------------------------------------------------
 
@@ -195,6 +203,9 @@ class FakeOllamaRegistry:
             self._record("registry", request, denied.status)
             return denied
         key = (f"{request.match_info['ns']}/{request.match_info['model']}", request.match_info["ref"])
+        if key in self.manifest_redirects:
+            self._record("registry", request, 307)
+            return web.Response(status=307, headers={"Location": self.manifest_redirects[key]})
         raw = self.manifests.get(key)
         if raw is None:
             self._record("registry", request, 404)
@@ -217,7 +228,8 @@ class FakeOllamaRegistry:
     def presigned(self, digest: str, expires: float | None = None) -> str:
         exp = int(expires if expires is not None else time.time() + self.url_ttl)
         sig = hmac.new(self._secret, f"{digest}{exp}".encode(), "sha256").hexdigest()[:16]
-        return f"http://127.0.0.1:{self.cdn_port}/blob/{digest}?X-Expires={exp}&X-Signature={sig}"
+        base = self.data_base or f"http://{self.cdn_host}"
+        return f"{base}/blob/{digest}?X-Expires={exp}&X-Signature={sig}"
 
     # ---- CDN host ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from registry.airgap import push
 from registry.auth.keys import sign_challenge, token_request_data
 from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge, token_url
 from registry.config import Settings
+from registry.egress.gate import Egress
 from registry.model.manifest import MANIFEST_V2, MEDIA_MODEL, Layer
 from registry.model.names import Digest
 from registry.server.app import create_app
@@ -42,7 +43,7 @@ from tests.support.airgap import (
     stored_blobs,
 )
 from tests.support.digests import sha256_file
-from tests.support.docker_registry import start_registry
+from tests.support.docker_registry import DockerRegistry
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import LegacyPuller
 from tests.support.mirror import services_of
@@ -61,10 +62,15 @@ async def challenge_of(client: TestClient) -> Challenge:
     return challenge
 
 
-async def token(client: TestClient, key: Ed25519PrivateKey) -> str:
+def egress_to(tmp_path: Path, client: TestClient) -> Egress:
+    """A gate that lets requests reach the in-process corral `client` (listed, as a LAN peer would be)."""
+    return Egress(make_settings(tmp_path / "sender", CORRAL_ALLOWED_HOSTS=f"{client.host}:{client.port}"))
+
+
+async def token(client: TestClient, key: Ed25519PrivateKey, tmp_path: Path) -> str:
     challenge = await challenge_of(client)
     async with aiohttp.ClientSession() as http:
-        return await fetch_token(http, challenge, f"{client.host}:{client.port}", key)
+        return await fetch_token(http, challenge, f"{client.host}:{client.port}", key, egress_to(tmp_path, client))
 
 
 async def signed_get(url: str, key: Ed25519PrivateKey) -> httpx.Response:
@@ -74,14 +80,14 @@ async def signed_get(url: str, key: Ed25519PrivateKey) -> httpx.Response:
 
 # ---- protocol, in process ----------------------------------------------------------------------
 
-async def test_writes_are_challenged_on_the_same_host(client: TestClient) -> None:
+async def test_writes_are_challenged_on_the_same_host(client: TestClient, tmp_path: Path) -> None:
     challenge = await challenge_of(client)
     assert challenge.realm == f"http://{client.host}:{client.port}/v2/token"
     assert challenge.scope == "repository:library/tiny:push,pull"
     assert (await client.get("/v2/library/tiny/manifests/latest")).status == 404  # pulls stay anonymous
     with pytest.raises(TokenError, match="does not match"):
         async with aiohttp.ClientSession() as http:
-            await fetch_token(http, challenge, "elsewhere:1", Ed25519PrivateKey.generate())
+            await fetch_token(http, challenge, "elsewhere:1", Ed25519PrivateKey.generate(), egress_to(tmp_path, client))
 
 
 async def test_token_requests_refused(client: TestClient, settings: Settings) -> None:
@@ -103,10 +109,10 @@ async def test_token_requests_refused(client: TestClient, settings: Settings) ->
     assert resp.status_code == 401 and "does not verify" in resp.text
 
 
-async def test_resumable_upload_then_manifest(client: TestClient, settings: Settings) -> None:
+async def test_resumable_upload_then_manifest(client: TestClient, settings: Settings, tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(client, key)}"}
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}"}
     data = bytes(range(256)) * 1000
     start = await client.post(UPLOADS, headers=auth)
     assert start.status == 202
@@ -190,7 +196,7 @@ async def test_upload_limit_and_abandoned_uploads(aiohttp_client: ClientFactory,
     client = await aiohttp_client(await create_app(settings))
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(client, key)}"}
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}"}
     start = await client.post(UPLOADS, headers=auth)
     path = URL(start.headers["Location"]).path
     big = await client.patch(path, data=b"x" * 2000, headers={**auth, "Content-Range": "0-1999"})
@@ -258,8 +264,10 @@ async def test_push_client_resumes_after_a_failed_part(aiohttp_client: ClientFac
     (tmp_path / "blob").write_bytes(data)
     layer = Layer(MEDIA_MODEL, Digest.parse(sha(data)), len(data))
     progress = push.Progress(layer)
-    async with aiohttp.ClientSession() as http:
-        pusher = push.Pusher(push.RegistrySession(http, key), f"http://{target.host}:{target.port}", "library/tiny")
+    base = f"http://{target.host}:{target.port}"
+    egress = egress_to(tmp_path, target)
+    async with egress.session(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        pusher = push.Pusher(push.RegistrySession(http, key, egress, base), base, "library/tiny")
         await pusher.blob(layer, tmp_path / "blob", progress)
     assert progress.completed == len(data) and len(patches) == 6  # 5 parts, the second one twice
     assert target.server.app[SERVICES].store.path(layer.digest).read_bytes() == data
@@ -272,7 +280,7 @@ async def test_pull_auth_and_admin_token(aiohttp_client: ClientFactory, tmp_path
     assert (await client.get("/v2/library/tiny/manifests/latest")).status == 401
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(client, key)}"}
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}"}
     assert (await client.get("/v2/library/tiny/manifests/latest", headers=auth)).status == 404
     assert (await client.get("/api/tags")).status == 200
     assert (await client.delete("/api/delete", json={"model": "x"})).status == 401
@@ -292,13 +300,29 @@ async def test_admin_routes_closed_without_a_token(aiohttp_client: ClientFactory
 # ---- two corral processes: the internet side pushes to the air-gapped side -----------------------
 
 @pytest.fixture(scope="module")
-def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    internet = internet_side(tmp_path_factory.mktemp("internet"))
-    # The default upstream (registry.ollama.ai, so /v2 paths name models as the README says), reached
-    # only through a proxy port nothing listens on: unreachable, as inside an air gap, and no DNS needed.
+def registry_port() -> int:
+    """Where the push tests run their docker-registry, known before the internet side starts."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def target_port() -> int:
+    """Where test_a_push_uploads_what_the_upstream_also_holds runs its target corral."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def sides(tmp_path_factory: pytest.TempPathFactory, registry_port: int,
+          target_port: int) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """The air-gapped side runs as the README says: not offline, its default upstream
+    (registry.ollama.ai, so /v2 paths name models as the README says) reached only through a proxy
+    port nothing listens on: unreachable, as inside an air gap, and no DNS needed. The internet side
+    runs offline (the test servers' default): a push goes out only to the hosts it lists."""
     closed = f"http://127.0.0.1:{free_port()}"
     airgap = start_server(tmp_path_factory.mktemp("airgap"), {
         "CORRAL_OFFLINE": "0", "https_proxy": closed, "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""})
+    listed = ",".join(f"127.0.0.1:{port}" for port in (airgap.port, registry_port, target_port))
+    internet = internet_side(tmp_path_factory.mktemp("internet"), {"CORRAL_ALLOWED_HOSTS": listed})
     yield internet, airgap
     internet.stop()
     airgap.stop()
@@ -359,11 +383,12 @@ async def test_signatures_checked_by_the_receiving_process(sides: tuple[ServerPr
     assert stranger.status_code == 401 and "not in authorized_keys" in stranger.text
 
 
-def test_a_push_uploads_what_the_upstream_also_holds(sides: tuple[ServerProcess, ServerProcess],
-                                                     tmp_path: Path) -> None:
+def test_a_push_uploads_what_the_upstream_also_holds(sides: tuple[ServerProcess, ServerProcess], registry_port: int,
+                                                     target_port: int, tmp_path: Path) -> None:
     internet, _ = sides
-    registry = start_registry(tmp_path / "docker-registry")
-    target = start_server(tmp_path / "target", {"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": registry.url})
+    registry = DockerRegistry(tmp_path / "docker-registry", registry_port).start()
+    target = start_server(tmp_path / "target", {"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": registry.url},
+                          port=target_port)
     try:
         upstream_copy = f"{registry.host}/library/smollm2"
         assert corral(internet, "cp", "smollm2", upstream_copy).returncode == 0
@@ -389,9 +414,10 @@ def test_a_push_uploads_what_the_upstream_also_holds(sides: tuple[ServerProcess,
         registry.stop()
 
 
-def test_push_to_docker_registry(sides: tuple[ServerProcess, ServerProcess], tmp_path: Path) -> None:
+def test_push_to_docker_registry(sides: tuple[ServerProcess, ServerProcess], registry_port: int,
+                                 tmp_path: Path) -> None:
     internet, _ = sides
-    registry = start_registry(tmp_path / "docker-registry")
+    registry = DockerRegistry(tmp_path / "docker-registry", registry_port).start()
     try:
         destination = f"{registry.host}/team/smollm2:v1"
         assert corral(internet, "cp", "smollm2", destination).returncode == 0

@@ -74,7 +74,8 @@ async def test_without_a_quota_the_disk_is_one(
     small_disk: Path, aiohttp_client, fake_registry: FakeOllamaRegistry
 ) -> None:
     weights = {name: add_model(fake_registry, name, 20 * MB) for name in ("a", "b", "c")}
-    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False)
     await api_pull(mirror, "a")
     await api_pull(mirror, "b")
     await api_pull(mirror, "c")  # 60 MB on a 64 MB disk: "a", least recently used, made room
@@ -89,7 +90,8 @@ async def test_a_blob_the_disk_cannot_hold_is_refused_before_it_is_fetched(
 ) -> None:
     huge = add_model(fake_registry, "huge", 70 * MB)
     add_model(fake_registry, "small", 1 * MB)
-    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False)
     error = await pull_error(mirror, "huge")
     assert "not enough disk space" in error and "70 MB to store" in error
     manifest = await mirror.get("/v2/library/huge/manifests/latest", headers={"User-Agent": OLLAMA_UA})
@@ -108,7 +110,8 @@ async def test_a_disk_that_fills_up_mid_fill_ends_it_and_gives_the_room_back(
 ) -> None:
     weights = add_model(fake_registry, "m", 30 * MB)
     fake_registry.cdn_rate = 10 * MB  # 3 s per transfer: time to fill the disk behind its back
-    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False)
     fills = services_of(mirror).fills
     pulling = asyncio.create_task(pull_error(mirror, "m"))
     digest = Digest.parse(sha(weights))
@@ -137,7 +140,8 @@ async def test_a_disk_that_fills_up_mid_fill_ends_it_and_gives_the_room_back(
 async def test_an_upload_the_disk_cannot_hold_is_507_and_leaves_nothing(
     small_disk: Path, aiohttp_client, fake_registry: FakeOllamaRegistry
 ) -> None:
-    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False)
     data = os.urandom(70 * MB)
     resp = await mirror.post(f"/api/blobs/{sha(data)}", data=data)
     assert resp.status == 507
@@ -151,7 +155,8 @@ async def test_a_create_that_runs_out_of_disk_ends_with_an_error_line(
     small_disk: Path, tmp_path: Path, aiohttp_client, fake_registry: FakeOllamaRegistry
 ) -> None:
     """Past the status line, a full disk is the stream's last line, not a cut-off stream."""
-    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url, background_prune=False)
+    mirror = await cache_mirror(aiohttp_client, small_disk, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False)
     weights = write_gguf(tmp_path / "tiny.gguf").read_bytes()
     assert (await mirror.post(f"/api/blobs/{sha(weights)}", data=weights)).status == 201
     filler = await asyncio.to_thread(fill_up, small_disk)

@@ -75,7 +75,8 @@ async def big_over_quota_with(aiohttp_client, tmp_path: Path,
     pulling it puts the store over the high watermark with "big" least recently used."""
     big = add_model(fake_registry, "big", 12 * MB)
     add_model(fake_registry, "small", 1 * MB)
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False,
                                 CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
                                 CORRAL_CACHE_LOW_WATERMARK="0.5")
     await api_pull(mirror, "big")
@@ -87,7 +88,8 @@ async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
 ) -> None:
     sizes = {"m1": 3 * MB, "m2": 12 * MB, **{f"m{i}": 4 * MB for i in range(3, 9)}}
     weights = {name: add_model(fake_registry, name, size) for name, size in sizes.items()}
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, CORRAL_MAX_CACHE="40MB",
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, CORRAL_MAX_CACHE="40MB",
                                 CORRAL_CACHE_HIGH_WATERMARK="0.9", CORRAL_CACHE_LOW_WATERMARK="0.6")
     lifecycle = lifecycle_of(mirror)
     await api_pull(mirror, "m1")
@@ -156,7 +158,8 @@ async def test_a_model_loaded_in_the_runner_is_kept_until_unloaded(
                             [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, b"{{ .Prompt }}"), (MEDIA_PARAMS, b"{}")])
     add_model(fake_registry, "small", 1 * MB)
     quota = len(weights) + MB // 2  # both models together are over it
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False,
                                 CORRAL_MAX_CACHE=str(quota), CORRAL_CACHE_HIGH_WATERMARK="0.9",
                                 CORRAL_CACHE_LOW_WATERMARK="0.5")
     lifecycle = lifecycle_of(mirror)

@@ -45,7 +45,8 @@ async def test_scrub_quarantines_a_flipped_byte_and_the_next_pull_fetches_good_b
     layers = model_layers(3, 300_000)
     weights = layers[0][1]
     fake_registry.add_model("library/m", "latest", layers)
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False)
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False)
     base = str(mirror.make_url(""))
     await LegacyPuller(base, tmp_path / "client1", min_part=SMALL_SEGMENT).pull("library/m", "latest")
     upstream_gets = len(fake_registry.cdn_gets(sha(weights)))
@@ -77,7 +78,8 @@ async def test_background_scrub_finds_corruption_by_itself(
 ) -> None:
     layers = model_layers(4, 100_000)
     fake_registry.add_model("library/m", "latest", layers)
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, background_prune=False,
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False,
                                 CORRAL_SCRUB_INTERVAL="20ms")
     puller = LegacyPuller(str(mirror.make_url("")), tmp_path / "client", min_part=SMALL_SEGMENT)
     await puller.pull("library/m", "latest")

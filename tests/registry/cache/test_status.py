@@ -45,7 +45,8 @@ async def test_status_page_in_chromium_and_metrics_move_after_a_warm_pull(
 ) -> None:
     layers = model_layers(5, 200_000)
     fake_registry.add_model("library/smol", "latest", layers)
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, CORRAL_MAX_CACHE="10GB")
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, CORRAL_MAX_CACHE="10GB")
     base = str(mirror.make_url(""))
     await LegacyPuller(base, tmp_path / "cold", min_part=SMALL_SEGMENT).pull("library/smol", "latest")
     cold = samples(await (await mirror.get("/metrics")).text())
@@ -82,7 +83,8 @@ async def test_fills_in_progress_and_their_readers_are_visible(
     weights = layers[0][1]
     fake_registry.add_model("library/slow", "latest", layers)
     fake_registry.cdn_rate = 200_000  # each 64 KiB segment takes a third of a second
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url)
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)
     assert (await mirror.get("/v2/library/slow/manifests/latest", headers={"User-Agent": OLLAMA_UA})).status == 200
     reader = asyncio.create_task(mirror.get(f"/v2/library/slow/blobs/{sha(weights)}"))
 
@@ -104,7 +106,8 @@ async def test_keep_warm_models_arrive_unasked_and_are_never_evicted(
     aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
 ) -> None:
     fake_registry.add_model("library/standard", "latest", model_layers(6, 50_000))
-    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url, CORRAL_SYNC="standard")
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, CORRAL_SYNC="standard")
 
     async def present() -> bool:
         return bool(tags(tmp_path)) and bool(lifecycle_of(mirror).keep_warm.last)

@@ -81,7 +81,7 @@ async def test_allowed_host_is_fetched_over_http_when_insecure(aiohttp_client: C
     layers = model_layers(3, 10_000)
     fake_registry.add_model("team/m", "latest", layers)
     client = await mirror_client(aiohttp_client, tmp_path, f"http://127.0.0.1:{free_port()}",
-                                 CORRAL_ALLOWED_HOSTS=fake_registry.host)
+                                 CORRAL_ALLOWED_HOSTS=f"{fake_registry.host},{fake_registry.cdn_host}")
     name = f"{fake_registry.host}/team/m"
     lines = await pull_lines(client, {"model": name, "insecure": True})
     assert lines[-1] == {"status": "success"}
@@ -139,7 +139,8 @@ async def test_offline_serves_the_cache_and_explains_the_rest(aiohttp_client: Cl
                                                               fake_registry: FakeOllamaRegistry) -> None:
     layers = model_layers(8, 200_000)
     fake_registry.add_model("library/m", "latest", layers)
-    online = await mirror_client(aiohttp_client, tmp_path, fake_registry.url)
+    online = await mirror_client(aiohttp_client, tmp_path, fake_registry.url,
+                                 CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)
     lines = await pull_lines(online, {"model": f"{fake_registry.host}/library/m"})
     assert lines[-1] == {"status": "success"}
     await online.close()

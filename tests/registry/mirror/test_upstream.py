@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from registry.auth.keys import load_or_create_key, public_key_line
+from registry.config import Settings
+from registry.egress.gate import Egress, HostNotAllowed, Offline
 from registry.mirror.upstream import (
     BlobSource,
-    HostNotAllowed,
-    Offline,
     Refused,
     Unavailable,
     Upstream,
@@ -26,10 +26,15 @@ from tests.support.server import free_port
 BLOB = bytes(range(256)) * 1200  # 307,200 bytes
 
 
+def make_upstream(settings: Settings) -> Upstream:
+    return Upstream(settings, load_or_create_key(settings.key_path), Egress(settings), FAST_POLICY)
+
+
 @pytest.fixture
 async def upstream(tmp_path: Path, fake_registry: FakeOllamaRegistry) -> AsyncIterator[Upstream]:
-    settings = mirror_settings(tmp_path, fake_registry.url, CORRAL_ALLOWED_HOSTS="mirror.example:8443")
-    client = Upstream(settings, load_or_create_key(settings.key_path), FAST_POLICY)
+    settings = mirror_settings(tmp_path, fake_registry.url,
+                               CORRAL_ALLOWED_HOSTS=f"mirror.example:8443,{fake_registry.cdn_host}")
+    client = make_upstream(settings)
     yield client
     await client.close()
 
@@ -60,12 +65,12 @@ def test_names_resolve_to_allowed_registries_only(upstream: Upstream, fake_regis
         with pytest.raises(HostNotAllowed):
             upstream.endpoint_for(ModelName.parse(name))
     with pytest.raises(HostNotAllowed):
-        upstream.check_url("http://169.254.169.254/latest/meta-data")
+        upstream.egress.check_registry("http://169.254.169.254/latest/meta-data")
 
 
 async def test_offline_never_connects(tmp_path: Path) -> None:
     settings = mirror_settings(tmp_path, f"http://127.0.0.1:{free_port()}", CORRAL_OFFLINE="1")
-    client = Upstream(settings, load_or_create_key(settings.key_path), FAST_POLICY)
+    client = make_upstream(settings)
     try:
         with pytest.raises(Offline):
             await client.fetch_manifest(client.default, "library/m", "latest", default_user_agent())
@@ -162,7 +167,7 @@ async def test_unknown_blob_is_refused_and_dead_upstream_unavailable(
         await fetch_all(upstream, source(fake_registry, upstream, b"not there"), 9)
     assert refused.value.status == 404
     dead_settings = mirror_settings(tmp_path / "dead", f"http://127.0.0.1:{free_port()}")
-    dead = Upstream(dead_settings, upstream.key, FAST_POLICY)
+    dead = make_upstream(dead_settings)
     try:
         with pytest.raises(Unavailable, match=r"127\.0\.0\.1"):
             await dead.fetch_manifest(dead.default, "library/m", "latest", default_user_agent())

@@ -142,3 +142,39 @@ def test_suffix_wildcard_origin() -> None:
     policy = CorsPolicy(["https://*.example.com"])
     assert policy.allows("https://chat.example.com")
     assert not policy.allows("https://example.com.evil")
+
+
+@pytest.mark.parametrize("origin", [
+    "https://evil.com/.example.com", "https://evil.com?.example.com", "https://evil.com#.example.com",
+    "https://user@chat.example.com", "https://evil.com:1.example.com", "http://chat.example.com",
+    "https://chat.example.com:8443", "https://chat.example.com/",
+])
+def test_a_wildcard_matches_inside_the_host_only(origin: str) -> None:
+    """gin's prefix/suffix match would admit the first ones; the * may only stand for part of the host."""
+    policy = CorsPolicy(["https://*.example.com"])
+    assert not policy.allows(origin)
+    for good in ("https://chat.example.com", "https://a.b.example.com", "HTTPS://Chat.Example.com"):
+        assert policy.allows(good)
+
+
+async def test_evil_origins_are_refused_by_the_server(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    client = await _client(aiohttp_client, tmp_path, OLLAMA_ORIGINS="https://*.example.com")
+    for origin in ("https://evil.com/.example.com", "https://evil.com?.example.com"):
+        response = await client.options("/api/chat", headers=_preflight(origin))
+        assert response.status == 403 and "Access-Control-Allow-Origin" not in response.headers
+    response = await client.options("/api/chat", headers=_preflight("https://chat.example.com"))
+    assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "https://chat.example.com"
+
+
+def test_wildcard_ports_and_schemeless_wildcards() -> None:
+    policy = CorsPolicy(["*.corp.example", "https://static.example:*"])
+    assert policy.allows("http://app.corp.example") and policy.allows("https://app.corp.example")
+    assert not policy.allows("https://evil.example?.corp.example")
+    assert policy.allows("https://static.example:8443") and not policy.allows("https://static.example:8443/x")
+    assert policy.allows("http://localhost:3000") and not policy.allows("http://localhost:3000@evil.example")
+
+
+@pytest.mark.parametrize("origins", [["http*://example.com"], ["https://example.com:8*"]])
+def test_a_wildcard_outside_host_and_port_stops_startup(origins: list[str]) -> None:
+    with pytest.raises(SettingsError, match="part of the host or the port"):
+        CorsPolicy(origins)

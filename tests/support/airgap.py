@@ -11,6 +11,8 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.auth.keys import load_or_create_key, public_key_line
+from registry.config import load_settings
+from registry.egress.gate import Egress
 from registry.model.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL, MEDIA_TEMPLATE
 from registry.model.names import ModelName
 from registry.server.services import SERVICES
@@ -78,3 +80,9 @@ def stored_blobs(server: ServerProcess) -> dict[str, Path]:
     """The blob files of a corral process by digest."""
     blobs = server.root / "models" / "blobs"
     return {p.name.replace("-", ":", 1): p for p in blobs.iterdir() if p.name.count("-") == 1}
+
+
+def egress_to(tmp_path: Path, client: TestClient) -> Egress:
+    """A gate that lets requests reach the in-process corral `client` (listed, as a LAN peer would be)."""
+    env = {"OLLAMA_MODELS": str(tmp_path / "sender"), "CORRAL_ALLOWED_HOSTS": f"{client.host}:{client.port}"}
+    return Egress(load_settings(env=env))

@@ -26,7 +26,6 @@ from registry.airgap import push
 from registry.auth.keys import sign_challenge, token_request_data
 from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge, token_url
 from registry.config import Settings
-from registry.egress.gate import Egress
 from registry.model.manifest import MANIFEST_V2, MEDIA_MODEL, Layer
 from registry.model.names import Digest
 from registry.server.app import create_app
@@ -36,6 +35,7 @@ from tests.registry.conftest import make_settings
 from tests.support.airgap import (
     authorize,
     corral,
+    egress_to,
     internet_side,
     manifest_for,
     server_key,
@@ -60,11 +60,6 @@ async def challenge_of(client: TestClient) -> Challenge:
     challenge = parse_challenge(resp.headers["WWW-Authenticate"])
     assert challenge is not None
     return challenge
-
-
-def egress_to(tmp_path: Path, client: TestClient) -> Egress:
-    """A gate that lets requests reach the in-process corral `client` (listed, as a LAN peer would be)."""
-    return Egress(make_settings(tmp_path / "sender", CORRAL_ALLOWED_HOSTS=f"{client.host}:{client.port}"))
 
 
 async def token(client: TestClient, key: Ed25519PrivateKey, tmp_path: Path) -> str:
@@ -158,15 +153,15 @@ async def test_resumable_upload_then_manifest(client: TestClient, settings: Sett
     assert (await client.get("/v2/library/tiny/manifests/1b")).status == 404
 
 
-async def test_a_manifest_is_stored_only_with_all_its_blobs_here(mirror: TestClient,
-                                                               fake_registry: FakeOllamaRegistry) -> None:
+async def test_a_manifest_is_stored_only_with_all_its_blobs_here(mirror: TestClient, fake_registry: FakeOllamaRegistry,
+                                                               tmp_path: Path) -> None:
     weights, config = os.urandom(100_000), b'{"model_format":"gguf"}'
     fake_registry.add_model("library/m", "latest", [(MEDIA_MODEL, weights)], config)
     ua = {"User-Agent": "ollama/0.33.0"}
     assert (await mirror.get("/v2/library/m/manifests/latest", headers=ua)).status == 200  # a pull names it
     key = Ed25519PrivateKey.generate()
     authorize(services_of(mirror).settings.models, key)
-    auth = {"Authorization": f"Bearer {await token(mirror, key)}"}
+    auth = {"Authorization": f"Bearer {await token(mirror, key, tmp_path)}"}
     assert (await mirror.head(f"/v2/library/mine/blobs/{sha(weights)}")).status == 404  # what a push sees
 
     async def upload(data: bytes) -> None:

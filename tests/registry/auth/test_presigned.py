@@ -19,7 +19,7 @@ from registry.config import Settings
 from registry.model.names import Digest
 from registry.server.app import create_app
 from tests.registry.conftest import make_settings
-from tests.support.airgap import add_model, authorize, sha
+from tests.support.airgap import add_model, authorize, egress_to, sha
 from tests.support.legacy_pull import LegacyPuller, PullError
 from tests.support.mirror import services_of
 
@@ -65,22 +65,23 @@ def challenged(resp: aiohttp.ClientResponse) -> bool:
     return resp.status == 401 and parse_challenge(resp.headers.get("WWW-Authenticate", "")) is not None
 
 
-async def resolve(server: TestClient, key: Ed25519PrivateKey, digest: str) -> URL:
+async def resolve(server: TestClient, key: Ed25519PrivateKey, digest: str, tmp_path: Path) -> URL:
     """The resolve GET as ollama sends it (with its token): the data URL its parts will use."""
     anonymous = await server.get(f"/v2/library/tiny/blobs/{digest}")
     assert challenged(anonymous)
     challenge = parse_challenge(anonymous.headers["WWW-Authenticate"])
     assert challenge is not None
     async with aiohttp.ClientSession() as http:
-        bearer = await fetch_token(http, challenge, f"{server.host}:{server.port}", key)
+        bearer = await fetch_token(http, challenge, f"{server.host}:{server.port}", key, egress_to(tmp_path, server))
     resp = await server.get(f"/v2/library/tiny/blobs/{digest}", headers={"Authorization": f"Bearer {bearer}"},
                             allow_redirects=False)
     assert resp.status == 200
     return URL(resp.headers["Location"])
 
 
-async def test_only_a_presigned_blob_get_is_admitted(server: TestClient, key: Ed25519PrivateKey) -> None:
-    location = await resolve(server, key, sha(WEIGHTS))
+async def test_only_a_presigned_blob_get_is_admitted(server: TestClient, key: Ed25519PrivateKey,
+                                                     tmp_path: Path) -> None:
+    location = await resolve(server, key, sha(WEIGHTS), tmp_path)
     part = {"Range": "bytes=1000-1999"}
     ok = await server.get(location, headers=part)
     assert ok.status == 206 and await ok.read() == WEIGHTS[1000:2000]
@@ -112,8 +113,9 @@ async def test_only_a_presigned_blob_get_is_admitted(server: TestClient, key: Ed
 
 
 async def test_a_restart_keeps_the_urls_it_handed_out(server: TestClient, key: Ed25519PrivateKey,
-                                                      aiohttp_client: ClientFactory, settings: Settings) -> None:
-    location = await resolve(server, key, sha(WEIGHTS))
+                                                      aiohttp_client: ClientFactory, settings: Settings,
+                                                      tmp_path: Path) -> None:
+    location = await resolve(server, key, sha(WEIGHTS), tmp_path)
     await server.close()
     restarted = await aiohttp_client(await create_app(settings))  # same models root, same corral key
     resp = await restarted.get(location, headers={"Range": f"bytes=0-{PART - 1}"})

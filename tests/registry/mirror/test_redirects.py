@@ -49,10 +49,12 @@ async def test_listing_the_cdn_is_what_lets_it_be_used(aiohttp_client: Client, t
     layers = model_layers(22, 50_000)
     fake_registry.add_model("library/m", "latest", layers)
     unlisted = await mirror_client(aiohttp_client, tmp_path / "unlisted", fake_registry.url)
+    assert (await unlisted.get("/v2/library/m/manifests/latest", headers=UA)).status == 200  # a pull names it
     assert (await unlisted.get(f"/v2/library/m/blobs/{sha(layers[0][1])}")).status == 502
     assert fake_registry.cdn_gets(sha(layers[0][1])) == [] and not [e for e in fake_registry.log if e.host == "cdn"]
     listed = await mirror_client(aiohttp_client, tmp_path / "listed", fake_registry.url,
                                  CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)
+    assert (await listed.get("/v2/library/m/manifests/latest", headers=UA)).status == 200
     blob = await listed.get(f"/v2/library/m/blobs/{sha(layers[0][1])}")
     assert blob.status == 200 and await blob.read() == layers[0][1]
 

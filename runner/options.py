@@ -4,6 +4,11 @@ Ollama decodes `options` into one struct (`api.Options` with the embedded `api.R
 tag, with per-field type checks and their exact messages ("option \"top_k\" must be of type
 integer"); unknown keys are ignored with a warning. `keep_alive` is a Go duration or a number of
 seconds. The same rules apply here so clients see the same acceptance and the same errors.
+
+Beyond ollama's type checks, values llama.cpp cannot take are refused here with a 400 rather
+than handed down: numbers past a C `int32` (ctypes would wrap them silently into negative sizes),
+non-finite floats (a Modelfile may spell `nan`), a repeat-penalty window of more tokens than any
+context holds (llama.cpp allocates it up front) and more threads than a machine could run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from runner.duration import parse_go_duration
 from runner.errors import RequestError
 
 log = logging.getLogger(__name__)
+
+_INT32 = (-(2**31), 2**31 - 1)
+_BOUNDS: dict[str, tuple[int, int]] = {
+    "repeat_last_n": (-1, 1 << 20),  # -1: the whole context
+    "num_thread": (-(2**31), 1024),  # 0 or less: every core
+}
+_UNBOUNDED = frozenset({"seed", "num_predict"})  # seed is masked to 32 bits; num_predict capped as ollama does
 
 DEFAULT_NUM_CTX = 4096  # ollama's automatic num_ctx below 23 GiB of VRAM (and on CPU)
 FOREVER = math.inf  # keep_alive for "never unload"
@@ -81,7 +93,19 @@ def build_options(default_num_ctx: int, *layers: Mapping[str, Any] | None) -> Op
                 sampling[key] = _coerce(key, _OPTION_FIELDS[key].type, value)
             else:
                 log.warning("invalid option provided: %s", key)
+    for key, value in (runner | sampling).items():
+        _check_range(key, value)
     return Options(runner=RunnerOptions(**runner), **sampling)
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Refuse a well-typed value llama.cpp would crash on or silently wrap (see the module doc)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(400, f'option "{key}" must be a finite number')
+    if isinstance(value, int) and not isinstance(value, bool) and key not in _UNBOUNDED:
+        low, high = _BOUNDS.get(key, _INT32)
+        if not low <= value <= high:
+            raise RequestError(400, f'option "{key}" must be between {low} and {high}')
 
 
 def _coerce(key: str, kind: str, value: Any) -> Any:

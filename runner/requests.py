@@ -7,25 +7,13 @@ before anything else happens. The same checks here produce plain dicts in ollama
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from runner.errors import RequestError
+from runner.jsonbody import BodyError, decode_json, json_type
 
 THINK_LEVELS = ("high", "medium", "low", "max")
-
-
-def json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else "null"
 
 
 def _unmarshal_error(value: Any, field: str, go_type: str) -> RequestError:
@@ -82,8 +70,8 @@ def _tool_call(call: Any, index: int) -> dict[str, Any]:
     arguments = function.get("arguments") or {}
     if isinstance(arguments, str):  # accepted leniently: OpenAI-style clients send JSON text
         try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+            arguments = decode_json(arguments)
+        except BodyError:
             raise _unmarshal_error(arguments, "ToolCallFunction.arguments", "api.ToolCallFunctionArguments") from None
     if not isinstance(arguments, dict):
         raise _unmarshal_error(arguments, "ToolCallFunction.arguments", "api.ToolCallFunctionArguments")
@@ -153,3 +141,22 @@ def parse_tools(value: Any) -> list[dict[str, Any]]:
         _optional_string(tool, "type", "Tool.type")
         tools.append(tool)
     return tools
+
+
+def parse_context(value: Any) -> list[int] | None:
+    """GenerateRequest.context: the token ids a previous answer returned; None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        raise _unmarshal_error(value, "GenerateRequest.context", "[]int")
+    return value
+
+
+def check_token_ids(tokens: list[int], vocab_size: int) -> None:
+    """Refuse ids outside the vocabulary before llama.cpp sees them: it indexes its token table
+    with them unchecked and the process dies (std::out_of_range). A size of 0 means unknown."""
+    if vocab_size <= 0:
+        return
+    for token in tokens:
+        if not 0 <= token < vocab_size:
+            raise RequestError(400, f"context contains token {token}, outside the model's vocabulary of {vocab_size}")

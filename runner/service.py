@@ -41,7 +41,15 @@ from runner.prompt.builder import PromptBuilder, capabilities, think_enabled
 from runner.prompt.thinking import ThinkingParser
 from runner.prompt.toolgrammar import tool_call_grammar
 from runner.prompt.tools import new_tool_call_id
-from runner.requests import bool_field, parse_messages, parse_think, parse_tools, string_field
+from runner.requests import (
+    bool_field,
+    check_token_ids,
+    parse_context,
+    parse_messages,
+    parse_think,
+    parse_tools,
+    string_field,
+)
 from runner.scheduler import LoadedModel, RunnerConfig, Scheduler
 from runner.spec import ModelNotFoundError, ModelSpec, ModelUnusableError, SpecResolver
 from runner.template.chat import ToolCall
@@ -194,11 +202,10 @@ class RunnerService:
         prompt, suffix = string_field(req, "prompt"), string_field(req, "suffix")
         system, template = string_field(req, "system"), string_field(req, "template")
         raw = bool(bool_field(req, "raw"))
-        context = req.get("context")
-        if context is not None and not (isinstance(context, list) and all(isinstance(t, int) for t in context)):
-            raise RequestError(400, "json: cannot unmarshal context into Go struct field of type []int")
+        context = parse_context(req.get("context"))
         think = parse_think(req.get("think"))
         spec = await self._spec(name)
+        check_token_ids(context or [], spec.vocab_size)
         plan = self._plan(spec, req)
         if not prompt and plan.keep_alive == 0:
             await self.scheduler.expire(spec)
@@ -219,6 +226,7 @@ class RunnerService:
             if not prompt:
                 yield {"model": name, "created_at": now_rfc3339(), "response": "", "done": True, "done_reason": "load"}
                 return
+            check_token_ids(context or [], model.engine.vocab.n_tokens)  # for specs that did not know
             builder = self._prompt_builder(model, spec)
             rendered = prompt
             if not raw:

@@ -38,6 +38,7 @@ class ModelSpec:
     license: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)  # the config blob (model_family, file_type…)
     gguf: Mapping[str, Any] = field(default_factory=dict)  # GGUF header key/values (no tensors)
+    vocab_size: int = 0  # tokens in the vocabulary, so token ids are checked before a load; 0: unknown
 
     @property
     def architecture(self) -> str:

@@ -50,9 +50,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "cli": frozenset({"server", "airgap", "auth", "storage", "model", "web"}),
 }
 #: Registry modules outside the packages LAYERS lets import runner that may still import these
-#: runner modules: the store resolves a model to the runner's ModelSpec (runner/spec.py, the seam).
+#: runner modules: the store resolves a model to the runner's ModelSpec (runner/spec.py, the seam),
+#: and request bodies and manifests are decoded by the one JSON decoder (runner/jsonbody.py).
 RUNNER_SEAMS: dict[str, frozenset[str]] = {
     "registry.storage.contents": frozenset({"runner.spec"}),
+    "registry.web.jsonbody": frozenset({"runner.jsonbody"}),
+    "registry.model.manifest": frozenset({"runner.jsonbody"}),
 }
 
 #: The composition root; its modules are its own business.

@@ -85,7 +85,7 @@ class BundleIndex:
     def parse(cls, raw: bytes) -> BundleIndex:
         try:
             doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise BundleError(f"{INDEX_NAME}: not JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise BundleError(f"{INDEX_NAME}: not a {FORMAT} index")

@@ -50,8 +50,20 @@ RETRY_DELAY = 1.0  # seconds before the first retry of a part; doubles each time
 PROGRESS_INTERVAL = 0.1
 
 
+UPSTREAM_FAILED = 502  # the destination could not be reached or failed: not the client's mistake
+
+
 class PushError(Exception):
-    """The destination refused or kept failing; the message says which request and why."""
+    """The destination refused or kept failing; the message says which request and why.
+
+    `status` is what `/api/push` answers before its stream starts: the destination's own 401 or
+    403 keeps its meaning (the client must sign in or may not push there), anything else the
+    destination did is a bad gateway (502), as a network failure is.
+    """
+
+    def __init__(self, message: str, status: int = UPSTREAM_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransientError(Exception):
@@ -93,7 +105,7 @@ class RegistrySession:
             if challenge is None:
                 break
             self.token = await fetch_token(self.http, challenge, urlsplit(url).netloc, self.key, self.egress)
-        raise PushError(f"{method} {url}: unauthorized: {reply.text.strip()}")
+        raise PushError(f"{method} {url}: unauthorized: {reply.text.strip()}", 401)
 
 
 @dataclass
@@ -113,7 +125,8 @@ def part_size(total: int) -> int:
 
 def _checked(reply: Reply, what: str) -> Reply:
     if reply.status >= 400:
-        raise PushError(f"{what}: {reply.status}: {reply.text.strip()}")
+        status = reply.status if reply.status in (401, 403) else UPSTREAM_FAILED
+        raise PushError(f"{what}: {reply.status}: {reply.text.strip()}", status)
     return reply
 
 
@@ -132,7 +145,7 @@ async def _file_part(path: Path, start: int, end: int, progress: Progress) -> As
         while remaining:
             chunk = await asyncio.to_thread(f.read, min(READ_CHUNK, remaining))
             if not chunk:
-                raise PushError(f"{path} is shorter than its manifest says")
+                raise PushError(f"{path} is shorter than its manifest says", 500)  # our store, not theirs
             remaining -= len(chunk)
             progress.completed += len(chunk)
             yield chunk
@@ -153,7 +166,7 @@ class Pusher:
             progress.completed = layer.size
             return
         if head.status != 404:
-            raise PushError(f"HEAD {url}: {head.status}")
+            _checked(head, f"HEAD {url}")
         start = f"{self.base}/v2/{self.repository}/blobs/uploads/"
         mount = _mount_query(layer)
         reply = _checked(await self.session.request("POST", start + mount), f"POST {start}")
@@ -256,8 +269,10 @@ class PushHandler:
                 await pusher.manifest(record, name.tag)
         except EgressRefused as exc:
             raise ApiError(exc.status, f"push {name.display_shortest()}: {exc}") from None
-        except (PushError, TokenError, aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(500, f"push {name.display_shortest()}: {exc}") from None
+        except PushError as exc:
+            raise ApiError(exc.status, f"push {name.display_shortest()}: {exc}") from None
+        except (TokenError, aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(UPSTREAM_FAILED, f"push {name.display_shortest()}: {exc}") from None
         yield {"status": "success"}
 
 

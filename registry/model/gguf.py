@@ -114,6 +114,16 @@ class GGUFInfo:
         return self.arch_value("embedding_length")
 
     @property
+    def vocab_size(self) -> int:
+        """How many tokens the vocabulary holds (0 when the header does not say): the length of
+        tokenizer.ggml.tokens, which /api/show hides, or the architecture's vocab_size."""
+        tokens = self.kv.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, list) and tokens:
+            return len(tokens)
+        size = self.arch_value("vocab_size")
+        return size if isinstance(size, int) and size > 0 else 0
+
+    @property
     def chat_template(self) -> str | None:
         """The Jinja template embedded by the converter, the fallback when there is no Go one."""
         return self.kv.get("tokenizer.chat_template") or None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.model.names import Digest, InvalidDigestError
+from runner.jsonbody import BodyError, decode_json
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -85,9 +86,9 @@ def _layer(obj: Any) -> Layer:
 
 def parse_manifest(raw: bytes) -> ParsedManifest:
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"manifest is not JSON: {exc}") from None
+        doc = decode_json(raw)
+    except BodyError as exc:
+        raise ManifestError(f"manifest is not JSON: {exc.message}") from None
     if not isinstance(doc, dict):
         raise ManifestError("manifest is not a JSON object")
     if doc.get("schemaVersion") != 2:

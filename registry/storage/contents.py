@@ -70,6 +70,7 @@ class ModelContents:
             license=tuple(self.license),
             config=self.config,
             gguf=self.gguf.model_info() if self.gguf else {},
+            vocab_size=self.gguf.vocab_size if self.gguf else 0,
         )
 
 

@@ -6,25 +6,24 @@ message that names the field, instead of a KeyError deep in a handler turning in
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from registry.model.names import InvalidNameError, ModelName
 from registry.web.errors import ApiError
+from runner.jsonbody import BodyError, decode_json
 
 
 async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The body's JSON object, decoded by the one decoder every route shares (runner.jsonbody)."""
     raw = await request.read()
-    if not raw.strip():
-        if allow_empty:
-            return {}
-        raise ApiError(400, "missing request body")
+    if allow_empty and not raw.strip():
+        return {}
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"invalid character in request body: {exc}") from None
+        body = decode_json(raw)
+    except BodyError as exc:
+        raise ApiError(400, exc.message) from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body

@@ -44,7 +44,7 @@ PROMPT_TOO_LONG = (
     "the prompt is longer than the context length currently available to the model; shorten the "
     "prompt, adjust the context length in settings, or use a model with a longer context length"
 )
-_OPEN_ENDED_CONTEXTS = 10  # ollama bounds num_predict=-1 to 10 × num_ctx
+_OPEN_ENDED_CONTEXTS = 10  # ollama bounds num_predict (-1, or anything larger) to 10 × num_ctx
 
 
 @dataclass(frozen=True)
@@ -510,7 +510,7 @@ class Engine:
             self._finish(job, "stop")
             return
         limit = job.request.options.num_predict
-        if limit <= 0:
+        if limit <= 0 or limit > _OPEN_ENDED_CONTEXTS * self.num_ctx:  # as ollama's llm/server.go caps it
             limit = _OPEN_ENDED_CONTEXTS * self.num_ctx
         if job.generated >= limit:
             self._finish(job, "length")

@@ -23,6 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from runner.errors import RequestError
+from runner.jsonbody import BodyError, decode_json
+from runner.requests import bool_field
 from runner.scheduler import RunnerConfig, Scheduler
 from runner.service import RunnerService, RunnerStats, collect_chat, collect_generate, is_single_response
 from runner.spec import SpecResolver
@@ -86,6 +88,7 @@ class Runner:
     ) -> web.StreamResponse:
         try:
             body = await _body(request)
+            stream = bool_field(body, "stream") if isinstance(body, dict) else None
         except RequestError as exc:
             return _error(exc)
         async with contextlib.aclosing(_guarded(produce(body))) as chunks:
@@ -95,7 +98,7 @@ class Runner:
                 return _error(exc)
             if is_single_response(first):
                 return _json(first)
-            if isinstance(body, dict) and body.get("stream") is False:
+            if stream is False:
                 collected = [first]
                 try:
                     collected.extend([chunk async for chunk in chunks])
@@ -117,13 +120,10 @@ class Runner:
 
 
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        raise RequestError(400, "missing request body")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, str(exc)) from None
+        return decode_json(await request.read())
+    except BodyError as exc:
+        raise RequestError(400, exc.message) from None
 
 
 async def _answer(request: web.Request, handle: Callable[[Any], Awaitable[dict[str, Any]]]) -> web.StreamResponse:

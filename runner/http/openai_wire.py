@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.requests import json_type
+from runner.jsonbody import BodyError, decode_json, json_type
 
 FINGERPRINT = "fp_ollama"
 _IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
@@ -76,12 +76,10 @@ def _field(body: Mapping[str, Any], key: str, kind: str, struct_name: str) -> An
 
 def decode_body(raw: bytes, struct_name: str) -> dict[str, Any]:
     """The JSON object of a request body (400 for an empty, malformed or non-object body)."""
-    if not raw.strip():
-        raise OpenAIError(400, "missing request body")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OpenAIError(400, f"invalid JSON in request body: {exc}") from None
+        body = decode_json(raw)
+    except BodyError as exc:
+        raise OpenAIError(400, exc.message) from None
     if not isinstance(body, dict):
         raise OpenAIError(400, f"json: cannot unmarshal {json_type(body)} into Go value of type openai.{struct_name}")
     return body
@@ -186,8 +184,8 @@ def _from_tool_calls(calls: Any) -> list[dict[str, Any]]:
             raise OpenAIError(400, "invalid tool calls", "messages")
         text = function.get("arguments")
         try:
-            arguments = json.loads(text) if isinstance(text, str) and text.strip() else {}
-        except json.JSONDecodeError:
+            arguments = decode_json(text) if isinstance(text, str) and text.strip() else {}
+        except BodyError:
             raise OpenAIError(400, "invalid tool call arguments", "messages") from None
         if not isinstance(arguments, dict):
             raise OpenAIError(400, "invalid tool call arguments", "messages")

@@ -22,6 +22,7 @@ from runner.prompt.tools import ToolCallParser, infer_tool_tag
 from runner.spec import ModelSpec
 from runner.template.chat import Message, ToolCall, render_chat, render_generate
 from runner.template.errors import TemplateError
+from runner.template.exec import TemplateLimitError
 from runner.template.template import Template
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,9 @@ class PromptBuilder:
                     tmpl, prompt=prompt, system=system, suffix=suffix, think=think, history=turns
                 )
             except TemplateError as exc:
-                raise RequestError(500, f"template: {exc}") from None
+                # a request's own template that runs past its bounds is that request's mistake
+                status = 400 if template and isinstance(exc, TemplateLimitError) else 500
+                raise RequestError(status, f"template: {exc}") from None
         messages = [{"role": "system", "content": system}] if system else []
         messages += [*history, {"role": "user", "content": prompt}]
         return prefix + self.chat(messages, [], think, num_ctx=num_ctx, truncate=truncate)

@@ -223,7 +223,7 @@ def _reject_constant(name: str) -> None:
 def _decode_object(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # a model can write a thousand `[` in a row
         return None
     return value if isinstance(value, dict) else None
 

@@ -4,12 +4,19 @@ Execution is where Go's semantics show -- `missingkey=zero`, variable scoping, l
 range over maps in key order, field lookup that errors on structs but not on maps -- and where
 its error messages name the action and position that failed. It is kept apart from the
 `Template` class so that the parsed tree, not the API around it, is all it depends on.
+
+Unlike Go's, an execution is bounded (`Limits`): a template comes from whoever can create a
+model or send a request, and `{{ range $i := 1000000000 }}` or a `{{template}}` that calls
+itself twice would otherwise hold a worker thread and grow memory for as long as it likes.
+Past a bound it stops with `TemplateLimitError`, which names the bound and where it was hit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
 from runner.template.errors import TemplateError
@@ -40,10 +47,31 @@ from runner.template.strconv import go_quote
 from runner.template.values import GoMap, GoStruct, PropertyType, is_true, sorted_keys, type_name
 
 
-def execute(root: ListNode, data: Any, *, source: str, defs: Mapping[str, ListNode]) -> str:
+@dataclass(frozen=True)
+class Limits:
+    """How much one execution may do. Real chat templates use a tiny part of each: a prompt is
+    at most a request body (16 MiB) of text, one range step per message or tool."""
+
+    steps: int = 10_000_000  # nodes executed, range iterations and template calls included
+    range_iterations: int = 1_000_000
+    output: int = 64 * 1024 * 1024  # characters written, or held by one value
+    seconds: float = 30.0
+
+
+DEFAULT_LIMITS = Limits()
+_CLOCK_EVERY = 4096  # steps between looks at the clock
+
+
+class TemplateLimitError(TemplateError):
+    """An execution went past one of its `Limits`."""
+
+
+def execute(
+    root: ListNode, data: Any, *, source: str, defs: Mapping[str, ListNode], limits: Limits = DEFAULT_LIMITS
+) -> str:
     """The text `root` writes when run on `data`; `defs` are the trees `{{template}}` can call
     and `source` is the template text that error positions refer to."""
-    return _State(source, defs).run(root, data)
+    return _State(source, defs, limits).run(root, data)
 
 
 class _Break(Exception):
@@ -61,9 +89,12 @@ _MAX_DEPTH = 50
 class _State:
     """One execution: output buffer, variable stack and the node being evaluated (for errors)."""
 
-    def __init__(self, source: str, defs: Mapping[str, ListNode]) -> None:
+    def __init__(self, source: str, defs: Mapping[str, ListNode], limits: Limits) -> None:
         self.source = source
         self.defs = defs
+        self.limits = limits
+        self.steps = self.iterations = self.size = 0
+        self.deadline = time.monotonic() + limits.seconds
         self.out: list[str] = []
         self.vars: list[list[Any]] = []
         self.node: Node | None = None
@@ -78,24 +109,46 @@ class _State:
             self.error("template nesting too deep")
         return "".join(self.out)
 
-    def error(self, message: str) -> NoReturn:
+    def error(self, message: str, kind: type[TemplateError] = TemplateError) -> NoReturn:
         node = self.node
         if node is None:
-            raise TemplateError(f"template: {message}")
+            raise kind(f"template: {message}")
         before = self.source[: node.pos]
         location = f"{before.count(chr(10)) + 1}:{node.pos - (before.rfind(chr(10)) + 1)}"
-        raise TemplateError(f"template: :{location}: executing {go_quote(self.name)} at <{node}>: {message}")
+        raise kind(f"template: :{location}: executing {go_quote(self.name)} at <{node}>: {message}")
+
+    # bounds -----------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            self.error(f"execution exceeded {self.limits.steps} steps", TemplateLimitError)
+        if self.steps % _CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
+            self.error(f"execution exceeded {self.limits.seconds:g} seconds", TemplateLimitError)
+
+    def check_size(self, value: Any) -> None:
+        """A string longer than the output bound may not be written nor held (doubling a variable
+        in a loop grows memory without writing anything)."""
+        if isinstance(value, str) and len(value) > self.limits.output:
+            self.error(f"a value exceeded {self.limits.output} characters", TemplateLimitError)
+
+    def write(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > self.limits.output:
+            self.error(f"output exceeded {self.limits.output} characters", TemplateLimitError)
+        self.out.append(text)
 
     # statements -------------------------------------------------------------------------------
 
     def walk(self, dot: Any, node: Node) -> None:
         self.node = node
+        self.step()
         if isinstance(node, TextNode):
-            self.out.append(node.text)
+            self.write(node.text)
         elif isinstance(node, ActionNode):
             value = self.eval_pipeline(dot, node.pipe)
             if not node.pipe.decl:
-                self.out.append("<no value>" if value is None else sprint([value]))
+                self.write("<no value>" if value is None else sprint([value]))
         elif isinstance(node, ListNode):
             for child in node.nodes:
                 self.walk(dot, child)
@@ -129,6 +182,10 @@ class _State:
             ran = False
             for index, elem in self.range_items(value, node):
                 ran = True
+                self.iterations += 1
+                if self.iterations > self.limits.range_iterations:
+                    self.node = node
+                    self.error(f"range exceeded {self.limits.range_iterations} iterations", TemplateLimitError)
                 self.set_range_vars(node.pipe, index, elem)
                 try:
                     with contextlib.suppress(_Continue):
@@ -319,12 +376,15 @@ class _State:
         if final is not _MISSING:
             values.append(final)
         self.node = cmd
+        self.step()
         try:
-            return func.impl(*values)
+            result = func.impl(*values)
         except CallError as err:
             self.error(f"error calling {name}: {err}")
         except ArgError as err:
             self.error(str(err))
+        self.check_size(result)
+        return result
 
     def eval_and_or(self, dot: Any, name: str, args: Sequence[Node], final: Any) -> Any:
         """`and`/`or` stop at the first operand that decides the result and return it."""

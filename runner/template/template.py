@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from runner.template.errors import TemplateError
-from runner.template.exec import execute
+from runner.template.exec import DEFAULT_LIMITS, Limits, execute
 from runner.template.funcs import FUNCS
 from runner.template.node import (
     ActionNode,
@@ -123,9 +123,9 @@ class Template:
         is referenced anywhere in the template or its definitions."""
         return field.lower() in self._names
 
-    def execute(self, data: Mapping[str, Any]) -> str:
-        """Runs the template on `data` with Go semantics and `missingkey=zero`."""
-        return execute(self._root, dict(data), source=self._source, defs=self._defs)
+    def execute(self, data: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
+        """Runs the template on `data` with Go semantics and `missingkey=zero`, within `limits`."""
+        return execute(self._root, dict(data), source=self._source, defs=self._defs, limits=limits)
 
     def execute_until_response(self, data: Mapping[str, Any]) -> str:
         """Runs the template with everything after its first `.Response` removed, so a legacy

@@ -33,6 +33,7 @@ from registry.server.services import SERVICES
 from registry.storage.uploads import IncompleteChunkError, UploadStore
 from tests.registry.conftest import make_settings
 from tests.support.airgap import (
+    add_model,
     authorize,
     corral,
     egress_to,
@@ -427,3 +428,21 @@ def test_push_to_docker_registry(sides: tuple[ServerProcess, ServerProcess], reg
             assert head.status_code == 200 and int(head.headers["Content-Length"]) == layer["size"]
     finally:
         registry.stop()
+
+
+# ---- a destination that fails ------------------------------------------------------------------
+
+async def test_push_to_an_unreachable_destination_is_a_bad_gateway(aiohttp_client: ClientFactory,
+                                                                   tmp_path: Path) -> None:
+    """Nothing listens at the destination: the failure is upstream's (502), not corral's (500)."""
+    port = free_port()
+    settings = make_settings(tmp_path, CORRAL_ALLOWED_HOSTS=f"127.0.0.1:{port}")
+    client = await aiohttp_client(await create_app(settings))
+    name = f"127.0.0.1:{port}/library/tiny:latest"
+    await add_model(client, name, b"GGUF weights")
+    resp = await client.post("/api/push", json={"model": name, "insecure": True, "stream": False})
+    assert resp.status == 502, await resp.text()
+    assert f"push {name}" in (await resp.json())["error"]
+    streamed = await client.post("/api/push", json={"model": name, "insecure": True})
+    assert streamed.status == 200  # the status line went out with the first progress line
+    assert "error" in json.loads((await streamed.text()).splitlines()[-1])

@@ -142,13 +142,31 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    """WAL lets readers proceed during writes; foreign keys make cascades real; busy_timeout
-    absorbs brief write contention between the server and a CLI maintenance command."""
+def make_migration_engine(url: str) -> AsyncEngine:
+    """The engine Alembic migrates with: WAL from the first migration on, so that servers opening
+    the catalogue later never race to switch its journal mode (the switch needs an exclusive lock,
+    and two connections asking for it at once fail at once); foreign keys off, because batch
+    migrations on SQLite copy and drop tables, and a cascade would empty the children."""
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_conn, _record) -> None:
+    """WAL lets readers proceed during writes; busy_timeout absorbs brief write contention between
+    the server and a CLI maintenance command, and is set first so the switch to WAL waits too."""
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
+
+def _sqlite_pragmas(dbapi_conn, record) -> None:
+    """The server's connections: WAL, and foreign keys that make cascades real."""
+    _sqlite_wal(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 

@@ -116,6 +116,26 @@ class FillProgress(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class CatalogueOwner(Base):
+    """The one server writing this catalogue (`storage.owner`): a second one refuses to start.
+
+    One row at most (`slot` is always 1, so two claims cannot both insert). `expires_at` is the
+    owner's own promise of its next heartbeat, so a reader needs no knowledge of the owner's
+    interval to tell a live owner from a crashed one.
+    """
+
+    __tablename__ = "catalogue_owner"
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    owner_id: Mapped[str] = mapped_column(String(32))  # random per server start
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    listen_url: Mapped[str] = mapped_column(String(400))
+    models: Mapped[str] = mapped_column(Text)  # the owner's models root, resolved
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
@@ -125,11 +145,12 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade_database(url: str, revision: str = "head") -> None:
     """Run Alembic migrations; in a thread because Alembic's command API is synchronous."""
-    _ensure_sqlite_dir(url)
+    ensure_sqlite_dir(url)
     await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
 
 
-def _ensure_sqlite_dir(url: str) -> None:
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of an SQLite catalogue file, which SQLite will not do itself."""
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and url != prefix + ":memory:":
         Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)

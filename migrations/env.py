@@ -3,9 +3,8 @@
 import asyncio
 
 from alembic import context
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from registry.storage.db import Base
+from registry.storage.db import Base, make_migration_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -18,7 +17,7 @@ def _run(connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    engine = make_migration_engine(config.get_main_option("sqlalchemy.url"))
     try:
         async with engine.begin() as conn:
             await conn.run_sync(_run)

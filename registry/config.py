@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from registry.units import parse_byte_size, parse_duration_setting
 
 DEFAULT_PORT = 11434
+DATABASE_NAME = "corral.db"
 
 
 class SettingsError(ValueError):
@@ -146,6 +147,13 @@ def _debug_level(text: str) -> int:
     return n
 
 
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration_setting(str(text))
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {text!r}")
+    return seconds
+
+
 def _path(text: str) -> Path:
     return Path(os.path.expanduser(str(text).strip()))
 
@@ -185,7 +193,10 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
     _Spec("models", "OLLAMA_MODELS", "store.models", str(_HOME / ".corral" / "models"), _path,
           "Models root: blobs/ and the signing key live here."),
     _Spec("database_url", "CORRAL_DATABASE_URL", "store.database_url", "", str,
-          "SQLAlchemy URL of the catalogue; default sqlite+aiosqlite:/// file corral.db beside the models root."),
+          "SQLAlchemy URL of the catalogue; default sqlite+aiosqlite:/// file corral.db inside the models root."),
+    _Spec("owner_heartbeat", "CORRAL_OWNER_HEARTBEAT", "store.owner_heartbeat", 10.0, _positive_duration,
+          "How often the server renews its claim on the catalogue; a claim unrenewed for 3 intervals may be "
+          "taken over."),
     _Spec("tmpdir", "OLLAMA_TMPDIR", "store.tmpdir", "", _optional_path,
           "Scratch space for uploads and bundles; default <models>/tmp."),
     _Spec("noprune", "OLLAMA_NOPRUNE", "store.noprune", False, _bool,
@@ -257,6 +268,7 @@ class Settings:
     admin_token: str
     models: Path
     database_url: str
+    owner_heartbeat: float
     tmpdir: Path | None
     noprune: bool
     upstream: str
@@ -290,6 +302,13 @@ class Settings:
         return self.models / "blobs"
 
     @property
+    def default_database(self) -> Path | None:
+        """The catalogue file inside the models root, unless CORRAL_DATABASE_URL names another."""
+        if self.database_url != _default_database_url(self.models):
+            return None
+        return self.models / DATABASE_NAME
+
+    @property
     def scratch_dir(self) -> Path:
         return self.tmpdir or (self.models / "tmp")
 
@@ -316,7 +335,8 @@ class Settings:
 
 
 def _default_database_url(models: Path) -> str:
-    return f"sqlite+aiosqlite:///{models.parent / 'corral.db'}"
+    """Inside the models root: a catalogue belongs to one folder, which its server locks."""
+    return f"sqlite+aiosqlite:///{models / DATABASE_NAME}"
 
 
 def _toml_lookup(data: Mapping[str, Any], key: str) -> Any:

@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.func is None:
         from registry.server.app import serve  # only `serve` needs the server (and llama.cpp) loaded
 
-        serve(settings)
-        return 0
+        return serve(settings)
     try:
         return asyncio.run(args.func(args, settings))
     except (ClientError, ModelfileError, OSError) as exc:

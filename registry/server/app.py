@@ -1,10 +1,11 @@
 """The composition root: Settings → parts (`build_services`) → handler objects → one route table.
 
 One aiohttp application serves the registry protocol (`/v2/`), ollama's management API and the
-runner's inference API on one port, as ollama does. The application is built asynchronously —
-`web.run_app` accepts an awaitable — so every part exists before a route is made and each
-handler object receives exactly what it uses. Startup reconciles the store with the catalogue
-before the first request; shutdown stops background work, then closes the parts.
+runner's inference API on one port, as ollama does. The application is built asynchronously
+(`create_app` is a coroutine), so every part exists before a route is made and each handler
+object receives exactly what it uses. `serve` listens on the port before building anything, then
+the parts take the store; startup reconciles the store with the catalogue before the first
+request; shutdown stops background work, closes the parts, and lets go of the store last.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -28,11 +32,14 @@ from registry.config import Settings
 from registry.library.create import ModelCreator
 from registry.library.handlers import LibraryHandlers
 from registry.mirror.v2_reads import V2Reads
+from registry.server.listen import ListenError, listen
 from registry.server.metrics import Metrics
 from registry.server.middleware import access_log, error_middleware
 from registry.server.routes import Handlers, route_table
 from registry.server.runner_bridge import make_openai_routes
 from registry.server.services import SERVICES, Services, build_services
+from registry.storage.owner import CatalogueInUse
+from registry.storage.store_lock import StoreInUse
 from registry.storage.uploads import UploadStore
 from registry.web import cors
 
@@ -102,10 +109,13 @@ def _running(services: Services):
                     await janitor
                 await services.lifecycle.stop()
         finally:
-            await services.runner.close()
-            await services.fills.close()
-            await services.upstream.close()
-            await services.engine.dispose()
+            try:
+                await services.runner.close()
+                await services.fills.close()
+                await services.upstream.close()
+                await services.engine.dispose()
+            finally:
+                await services.ownership.release()
 
     return run
 
@@ -134,15 +144,54 @@ def configure_logging(settings: Settings) -> None:
         access_log.setLevel(logging.WARNING)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit status.
+
+    The port is taken first, then the store (`build_services`), so a server that cannot have
+    either stops before changing anything, with one line on stderr instead of a traceback.
+    """
     configure_logging(settings)
+    tls = ssl_context(settings)
+    try:
+        sockets = listen(settings.host)
+    except ListenError as exc:
+        return _refuse(exc)
+    try:
+        return asyncio.run(_serve(settings, sockets, tls))
+    except (StoreInUse, CatalogueInUse) as exc:
+        return _refuse(exc)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _refuse(exc: Exception) -> int:
+    print(f"corral: {exc}", file=sys.stderr)
+    return 1
+
+
+async def _serve(settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None) -> int:
+    """Build, start and serve the app on the bound sockets; 1 if another server took the catalogue."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = await create_app(settings)
+    lost = app[SERVICES].ownership.lost
     if settings.needs_admin_token and not settings.admin_token:
         log.warning("listening beyond loopback without CORRAL_ADMIN_TOKEN: admin and write routes are refused")
-    web.run_app(
-        create_app(settings),
-        host=settings.host.host or None,
-        port=settings.host.port,
-        ssl_context=ssl_context(settings),
-        print=lambda *_: log.info("corral listening on %s", settings.host.url),
-        access_log=None,
-    )
+    runner = web.AppRunner(app, access_log=None)
+    try:
+        await runner.setup()
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=tls).start()
+        log.info("corral listening on %s", settings.host.url)
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+    finally:
+        await runner.cleanup()
+    return 1 if lost.is_set() else 0

@@ -33,8 +33,9 @@ from registry.mirror.upstream import Upstream
 from registry.server.runner_bridge import make_runner
 from registry.storage.catalog import Catalog
 from registry.storage.contents import ModelReader
-from registry.storage.db import make_engine, make_sessionmaker, upgrade_database
+from registry.storage.db import make_engine, make_sessionmaker
 from registry.storage.leases import Leases
+from registry.storage.ownership import Ownership
 from registry.storage.store import BlobStore
 from registry.storage.uploads import UploadStore
 from runner.http.ollama import Runner
@@ -45,6 +46,7 @@ log = logging.getLogger("corral")
 @dataclass(frozen=True)
 class Services:
     settings: Settings
+    ownership: Ownership  # the models folder's lock and the catalogue's owner row, released last
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: BlobStore
@@ -68,12 +70,23 @@ class Services:
 
 
 async def build_services(settings: Settings) -> Services:
-    """Migrate the database, clear leftovers of interrupted ingests, then build every part.
+    """Take the store (folder lock, catalogue claim, migrations), clear leftovers of interrupted
+    ingests, then build every part.
 
-    Nothing here serves requests or starts background work: that begins with the application
-    (`Lifecycle.start`), after reconciliation.
+    Taking the store comes first, so a server refused because another one holds it has changed
+    nothing. Apart from the ownership heartbeat, nothing here serves requests or starts background
+    work: that begins with the application (`Lifecycle.start`), after reconciliation.
     """
-    await upgrade_database(settings.database_url)
+    ownership = await Ownership.take(settings.models, settings.database_url, settings.host.url,
+                                     heartbeat=settings.owner_heartbeat, default_database=settings.default_database)
+    try:
+        return await _build(settings, ownership)
+    except BaseException:
+        await ownership.release()
+        raise
+
+
+async def _build(settings: Settings, ownership: Ownership) -> Services:
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     store = BlobStore(settings.blobs_dir)
@@ -101,6 +114,7 @@ async def build_services(settings: Settings) -> Services:
     )
     return Services(
         settings=settings,
+        ownership=ownership,
         engine=engine,
         sessions=sessions,
         store=store,

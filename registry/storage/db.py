@@ -116,6 +116,26 @@ class FillProgress(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class CatalogueOwner(Base):
+    """The one server writing this catalogue (`storage.owner`): a second one refuses to start.
+
+    One row at most (`slot` is always 1, so two claims cannot both insert). `expires_at` is the
+    owner's own promise of its next heartbeat, so a reader needs no knowledge of the owner's
+    interval to tell a live owner from a crashed one.
+    """
+
+    __tablename__ = "catalogue_owner"
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    owner_id: Mapped[str] = mapped_column(String(32))  # random per server start
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    listen_url: Mapped[str] = mapped_column(String(400))
+    models: Mapped[str] = mapped_column(Text)  # the owner's models root, resolved
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
@@ -125,11 +145,12 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade_database(url: str, revision: str = "head") -> None:
     """Run Alembic migrations; in a thread because Alembic's command API is synchronous."""
-    _ensure_sqlite_dir(url)
+    ensure_sqlite_dir(url)
     await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
 
 
-def _ensure_sqlite_dir(url: str) -> None:
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of an SQLite catalogue file, which SQLite will not do itself."""
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and url != prefix + ":memory:":
         Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
@@ -142,13 +163,31 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    """WAL lets readers proceed during writes; foreign keys make cascades real; busy_timeout
-    absorbs brief write contention between the server and a CLI maintenance command."""
+def make_migration_engine(url: str) -> AsyncEngine:
+    """The engine Alembic migrates with: WAL from the first migration on, so that servers opening
+    the catalogue later never race to switch its journal mode (the switch needs an exclusive lock,
+    and two connections asking for it at once fail at once); foreign keys off, because batch
+    migrations on SQLite copy and drop tables, and a cascade would empty the children."""
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_conn, _record) -> None:
+    """WAL lets readers proceed during writes; busy_timeout absorbs brief write contention between
+    the server and a CLI maintenance command, and is set first so the switch to WAL waits too."""
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
+
+def _sqlite_pragmas(dbapi_conn, record) -> None:
+    """The server's connections: WAL, and foreign keys that make cascades real."""
+    _sqlite_wal(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 

@@ -33,9 +33,19 @@ def test_defaults() -> None:
     s = load_settings(env={})
     assert s.host.port == 11434 and s.host.is_loopback
     assert s.models == Path("~/.corral/models").expanduser()
-    assert s.database_url.endswith(".corral/corral.db")
+    assert s.database_url == f"sqlite+aiosqlite:///{s.models / 'corral.db'}"  # inside the models root
+    assert s.default_database == s.models / "corral.db"
+    assert s.owner_heartbeat == 10
     assert s.keep_alive == 300 and s.num_parallel == 1 and s.max_queue == 512
     assert s.upstream == "https://registry.ollama.ai"
+
+
+def test_the_default_database_follows_the_models_root_unless_a_url_is_given() -> None:
+    assert load_settings(env={"OLLAMA_MODELS": "/srv/a"}).default_database == Path("/srv/a/corral.db")
+    assert load_settings(env={"OLLAMA_MODELS": "/srv/a", "CORRAL_DATABASE_URL": ""}).default_database == Path(
+        "/srv/a/corral.db")
+    named = load_settings(env={"OLLAMA_MODELS": "/srv/a", "CORRAL_DATABASE_URL": "sqlite+aiosqlite:////srv/c.db"})
+    assert named.database_url == "sqlite+aiosqlite:////srv/c.db" and named.default_database is None
 
 
 def test_environment_beats_file(tmp_path: Path) -> None:
@@ -55,6 +65,7 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ({"CORRAL_MAX_CACHE": "lots"}, "CORRAL_MAX_CACHE"),
         ({"OLLAMA_NOPRUNE": "perhaps"}, "OLLAMA_NOPRUNE"),
         ({"CORRAL_UPSTREAM": "ftp://x"}, "CORRAL_UPSTREAM"),
+        ({"CORRAL_OWNER_HEARTBEAT": "0s"}, "CORRAL_OWNER_HEARTBEAT"),
     ],
 )
 def test_invalid_values_name_the_setting(env: dict[str, str], named: str) -> None:

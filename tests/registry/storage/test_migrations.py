@@ -73,3 +73,11 @@ async def test_upgrade_is_idempotent(tmp_path: Path) -> None:
     await upgrade_database(url_for(db))
     await upgrade_database(url_for(db))
     assert "tags" in tables(db)
+
+
+async def test_a_migrated_catalogue_is_already_in_wal_mode(tmp_path: Path) -> None:
+    """So servers opening it together never race to switch it (one of them would fail at once)."""
+    db = tmp_path / "corral.db"
+    await upgrade_database(url_for(db))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -3,7 +3,7 @@
 Taking it is the first step of startup, in an order that lets a refused server leave no trace:
 
 1. the models folder's lock (`store_lock`): a second server on the same folder stops here;
-2. the old default catalogue moved into the folder (`old_catalogue`), now that no other server
+2. the old default catalogue copied into the folder (`old_catalogue`), now that no other server
    on this folder can be doing the same;
 3. the catalogue's owner row (`owner`): claimed before migrating when the catalogue has the
    table, so a refused server does not migrate a catalogue another server is using; migrated

@@ -1,4 +1,5 @@
-"""The catalogue's old default place beside the models root: moved inside once, never taken from a server."""
+"""The catalogue's old default place beside the models root: copied inside once per models folder, never
+taken from a current server."""
 
 from __future__ import annotations
 
@@ -46,17 +47,28 @@ def tag_names(path: Path) -> list[str]:
     return names
 
 
-def test_the_old_default_moves_in_with_its_wal_and_says_so(tmp_path: Path, caplog) -> None:
+def test_the_old_default_is_copied_in_with_its_wal_and_says_so(tmp_path: Path, caplog) -> None:
     models = tmp_path / "models"
     old = tmp_path / "corral.db"
     old_catalogue(old)
     assert (tmp_path / "corral.db-wal").exists()
     caplog.set_level("INFO", logger="corral")
     assert adopt_old_catalogue(models, models / "corral.db") == old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
-    assert tag_names(models / "corral.db") == ["h/l/m:latest"]
-    assert [r.getMessage() for r in caplog.records] == [
-        f"moved the catalogue from its old place {old} into the models folder: {models / 'corral.db'}"]
+    assert tag_names(models / "corral.db") == ["h/l/m:latest"]  # the rows only in the -wal came along
+    assert sorted(p.name for p in models.iterdir()) == ["corral.db"]  # no temporary copy left
+    assert tag_names(old) == ["h/l/m:latest"]  # the old file stays for any other folder beside it
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"copied the catalogue from its old place {old} into the models folder: "
+                              f"{models / 'corral.db'}")
+
+
+def test_every_models_folder_beside_the_old_file_gets_its_own_copy(tmp_path: Path) -> None:
+    old_catalogue(tmp_path / "corral.db")
+    for folder in ("a", "b"):
+        models = tmp_path / folder
+        assert adopt_old_catalogue(models, models / "corral.db") == tmp_path / "corral.db"
+        assert tag_names(models / "corral.db") == ["h/l/m:latest"]
+    assert adopt_old_catalogue(tmp_path / "a", tmp_path / "a" / "corral.db") is None  # once per folder
 
 
 def test_nothing_moves_once_the_new_catalogue_exists(tmp_path: Path) -> None:
@@ -83,7 +95,7 @@ def test_a_file_that_is_no_catalogue_is_left_alone(tmp_path: Path) -> None:
     assert (tmp_path / "corral.db").exists() and not models.exists()
 
 
-def test_a_models_root_on_another_filesystem_gets_a_copy_then_the_old_file_goes(tmp_path: Path) -> None:
+def test_a_models_root_on_another_filesystem_gets_its_copy(tmp_path: Path) -> None:
     if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on a filesystem other than the test's")
     old_catalogue(tmp_path / "corral.db")
@@ -93,6 +105,5 @@ def test_a_models_root_on_another_filesystem_gets_a_copy_then_the_old_file_goes(
         mounted = tmp_path / "models"  # stands for a models root that is another filesystem's mount point
         mounted.symlink_to(models, target_is_directory=True)
         assert adopt_old_catalogue(mounted, mounted / "corral.db") == tmp_path / "corral.db"
-        assert not (tmp_path / "corral.db").exists() and not (tmp_path / "corral.db-wal").exists()
         assert tag_names(models / "corral.db") == ["h/l/m:latest"]
-        assert not [p for p in models.iterdir() if p.name.endswith(".moving")]
+        assert sorted(p.name for p in models.iterdir()) == ["corral.db"]

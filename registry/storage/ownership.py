@@ -27,6 +27,9 @@ from registry.storage.old_catalogue import adopt_old_catalogue
 from registry.storage.owner import OwnerClaim, OwnerRecord
 from registry.storage.store_lock import StoreLock
 
+NEW_CATALOGUE_ATTEMPTS = 10  # a catalogue another server is creating: how long to wait for it
+NEW_CATALOGUE_RETRY = 0.5
+
 log = logging.getLogger("corral.owner")
 
 
@@ -60,14 +63,11 @@ class Ownership:
             engine = make_engine(database_url)
             me = await asyncio.to_thread(OwnerRecord.for_this_process, models, listen_url)
             claim = OwnerClaim(engine, me, heartbeat)
-            if await claim.table_exists():
-                await claim.claim()
-                claimed = claim
-                await upgrade_database(database_url)
-            else:
-                await upgrade_database(database_url)
-                await claim.claim()
-                claimed = claim
+            if not await claim.table_exists():
+                await _migrate_new_catalogue(database_url, claim)
+            await claim.claim()
+            claimed = claim
+            await upgrade_database(database_url)  # nothing left to do when the catalogue was new
         except BaseException:
             if claimed is not None:
                 with contextlib.suppress(SQLAlchemyError, OSError):
@@ -107,3 +107,25 @@ class Ownership:
                           "its claim; stopping")
                 self.lost.set()
                 return
+
+
+async def _migrate_new_catalogue(database_url: str, claim: OwnerClaim) -> None:
+    """Create the tables of a catalogue too new (or too old) to name an owner yet.
+
+    Two servers started at the same moment on one new catalogue both get here; SQLite lets one
+    migrate and the other fail (a table that appeared meanwhile, or the database locked while the
+    other writes). That failure is a lost race, not an error: once the other's migration is in,
+    the owner table exists and the claim that follows decides who serves. Only a failure that
+    persists after the other had time to finish is raised.
+    """
+    for attempt in range(NEW_CATALOGUE_ATTEMPTS):
+        try:
+            await upgrade_database(database_url)
+            return
+        except SQLAlchemyError:
+            if attempt == NEW_CATALOGUE_ATTEMPTS - 1:
+                raise
+        await asyncio.sleep(NEW_CATALOGUE_RETRY)
+        if await claim.table_exists():
+            log.info("another corral server created this catalogue at the same moment; the owner claim decides")
+            return

@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -210,3 +212,40 @@ async def test_the_heartbeat_sets_lost_when_another_server_took_over(tmp_path: P
     finally:
         await ownership.release()
     assert [row[0] for row in owner_rows(db)] == ["usurper"]
+
+
+TAKE_AT = """
+import asyncio, sys, time
+from pathlib import Path
+from registry.storage.owner import CatalogueInUse
+from registry.storage.ownership import Ownership
+
+async def main(models, url, at):
+    await asyncio.sleep(max(0.0, at - time.time()))
+    try:
+        ownership = await Ownership.take(Path(models), url, "http://127.0.0.1:1", heartbeat=10,
+                                         default_database=None)
+    except CatalogueInUse:
+        print("refused")
+        return
+    print("owner", flush=True)
+    await asyncio.sleep(1.0)  # hold it while the other one decides
+    await ownership.release()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+"""
+
+
+def test_two_servers_starting_together_on_a_new_catalogue_give_one_owner_and_one_refusal(tmp_path: Path) -> None:
+    """Two processes find no tables and migrate at the same moment: the loser's failed migration is
+    a lost race and ends as every refusal does (CatalogueInUse), never as a migration traceback."""
+    for round_ in range(3):
+        db = tmp_path / f"round{round_}" / "shared.db"
+        at = time.time() + 1.5  # both start their take at this instant
+        processes = [
+            subprocess.Popen([sys.executable, "-c", TAKE_AT, str(tmp_path / f"round{round_}" / folder), url_for(db),
+                              str(at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for folder in ("a", "b")
+        ]
+        outcomes = [process.communicate(timeout=60) for process in processes]
+        assert sorted(out.strip() for out, _ in outcomes) == ["owner", "refused"], outcomes

@@ -128,6 +128,23 @@ def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
     return n
 
 
+def fit_prompt(
+    tokens: list[int], options: Options, truncate: bool, shift: bool, num_ctx: int, add_bos: bool
+) -> list[int]:
+    """Apply ollama's rule for prompts longer than the context: keep num_keep and cut the middle."""
+    limit = num_ctx - 1
+    if len(tokens) <= limit:
+        return tokens
+    if not truncate or not shift:
+        raise RequestError(400, PROMPT_TOO_LONG)
+    keep = len(tokens) if options.num_keep < 0 else options.num_keep + int(add_bos)
+    keep = max(0, min(keep, limit))
+    target = num_ctx - max((num_ctx - keep) // 2, 1)
+    discard = len(tokens) - target
+    log.warning("truncating input prompt: limit=%d prompt=%d keep=%d", target, len(tokens), keep)
+    return tokens[:keep] + tokens[keep + discard :]
+
+
 class Engine:
     """A model and its context; construct in a worker thread (loading blocks), close() when done."""
 
@@ -242,20 +259,6 @@ class Engine:
     @property
     def busy(self) -> bool:
         return bool(self._active or self._waiting or self._incoming)
-
-    def fit_prompt(self, tokens: list[int], options: Options, truncate: bool, shift: bool) -> list[int]:
-        """Apply ollama's rule for prompts longer than the context: keep num_keep and cut the middle."""
-        limit = self.num_ctx - 1
-        if len(tokens) <= limit:
-            return tokens
-        if not truncate or not shift:
-            raise RequestError(400, PROMPT_TOO_LONG)
-        keep = len(tokens) if options.num_keep < 0 else options.num_keep + int(self.vocab.add_bos)
-        keep = max(0, min(keep, limit))
-        target = self.num_ctx - max((self.num_ctx - keep) // 2, 1)
-        discard = len(tokens) - target
-        log.warning("truncating input prompt: limit=%d prompt=%d keep=%d", target, len(tokens), keep)
-        return tokens[:keep] + tokens[keep + discard :]
 
     async def complete(self, request: Completion) -> AsyncIterator[Event]:
         """Generate for one request; waits for a free sequence slot first (OLLAMA_NUM_PARALLEL).

@@ -1,0 +1,187 @@
+"""Runner children: each loaded model is its own process; its death costs one load, not the server.
+
+Real children on the endless bigram model (tests/support/bigram.py), driven over HTTP with the
+real ollama client; children are killed with real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from runner.engine import wire
+from runner.engine.process import TERMINATED
+from runner.scheduler import RunnerConfig
+from tests.support.bigram import write_endless_gguf
+from tests.support.runner import Harness, StartRunner, bigram_spec
+
+pytestmark = pytest.mark.model
+
+QUICK = {"temperature": 0, "num_predict": 2}
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def _wait_gone(pid: int) -> bool:
+    """True once the process has ended (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+async def endless(start_runner: StartRunner, tmp_path: Path) -> Harness:
+    return await start_runner(specs=[bigram_spec(tmp_path, "endless:latest", path=write_endless_gguf(tmp_path))])
+
+
+def _pid(harness: Harness) -> int:
+    (model,) = harness.runner.scheduler.loaded()
+    return model.engine.pid
+
+
+async def test_the_model_runs_in_a_child_process(endless: Harness) -> None:
+    result = await endless.client().generate(model="endless", prompt="Hi", options=QUICK)
+    assert result.eval_count == 2
+    pid = _pid(endless)
+    assert pid != os.getpid() and _alive(pid)
+    assert _child_of_us(Path(f"/proc/{pid}"))
+    await endless.runner.close()
+    assert await _wait_gone(pid)
+
+
+async def test_kill_9_mid_stream_ends_the_stream_and_the_next_request_loads_again(endless: Harness) -> None:
+    body = {"model": "endless", "prompt": "Go on.", "options": {"temperature": 0, "num_predict": 100000}}
+    async with aiohttp.ClientSession() as session, session.post(endless.url + "/api/generate", json=body) as response:
+        assert json.loads(await response.content.readline())["done"] is False
+        pid = _pid(endless)
+        os.kill(pid, signal.SIGKILL)
+        lines = [json.loads(line) async for line in response.content]
+    assert lines[-1] == {"error": f"{TERMINATED}: signal: killed"}
+    assert await _wait_gone(pid)
+    assert (await endless.client().ps()).models == []
+    again = await endless.client().generate(model="endless", prompt="Hi", options=QUICK)
+    assert again.done and again.eval_count == 2
+    assert _pid(endless) != pid
+    assert endless.runner.stats.queue_depth == 0
+
+
+async def test_a_child_dying_while_idle_is_forgotten(endless: Harness) -> None:
+    await endless.client().generate(model="endless", prompt="", keep_alive=-1)
+    pid = _pid(endless)
+    os.kill(pid, signal.SIGKILL)
+    assert await _wait_gone(pid)
+    for _ in range(100):
+        if not (await endless.client().ps()).models:
+            break
+        await asyncio.sleep(0.05)
+    assert (await endless.client().ps()).models == []
+    assert endless.runner.loaded_paths() == set()
+
+
+async def test_requests_waiting_for_a_slot_fail_too(start_runner: StartRunner, tmp_path: Path) -> None:
+    spec = bigram_spec(tmp_path, "endless:latest", path=write_endless_gguf(tmp_path))
+    harness = await start_runner(RunnerConfig(num_parallel=1), [spec])
+    client = harness.client()
+    await client.generate(model="endless", prompt="")
+    long = {"temperature": 0, "num_predict": 100000}
+    first = await client.generate(model="endless", prompt="One.", options=long, stream=True)
+    await anext(first)
+    waiting = asyncio.create_task(client.generate(model="endless", prompt="Two.", options=QUICK))
+    for _ in range(1000):
+        if harness.runner.stats.queue_depth:
+            break
+        await asyncio.sleep(0.01)
+    os.kill(_pid(harness), signal.SIGKILL)
+    with pytest.raises(Exception, match=TERMINATED):
+        async for _ in first:
+            pass
+    # the waiting request got the slot of a dead model: it fails or, if it came late, loads again
+    try:
+        result = await waiting
+    except Exception as exc:
+        assert "llama runner process has terminated" in str(exc) or "unloaded" in str(exc)
+    else:
+        assert result.eval_count == 2
+
+
+async def test_a_load_the_child_refuses_is_a_500_with_its_reason_and_its_log_in_ours(
+    start_runner: StartRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    spec = bigram_spec(tmp_path, "broken:latest", path=write_endless_gguf(tmp_path))
+    harness = await start_runner(specs=[dataclasses.replace(spec, model_path=broken)])
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "broken", "prompt": "Hi", "stream": False}
+        async with session.post(harness.url + "/api/generate", json=body) as response:
+            assert response.status == 500
+            assert "broken" in (await response.json())["error"]
+    assert harness.runner.scheduler.loaded() == []
+    relayed = [r for r in caplog.records if r.name == "runner.child"]
+    assert relayed and all("broken:latest]" in r.getMessage() for r in relayed)
+
+
+async def test_load_timeout_kills_the_child(start_runner: StartRunner, tmp_path: Path) -> None:
+    spec = bigram_spec(tmp_path, "endless:latest", path=write_endless_gguf(tmp_path))
+    harness = await start_runner(RunnerConfig(load_timeout=0.001), [spec])
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "endless", "prompt": "Hi", "stream": False}
+        async with session.post(harness.url + "/api/generate", json=body) as response:
+            assert response.status == 500
+            assert (await response.json())["error"] == "timed out waiting for llama runner to start"
+    for pid in _our_children():
+        assert await _wait_gone(pid)
+
+
+def _our_children() -> list[int]:
+    """Runner children of this test process, from /proc."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _child_of_us(p)]
+
+
+def _child_of_us(proc: Path) -> bool:
+    try:
+        status = (proc / "status").read_text()
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return f"PPid:\t{os.getpid()}\n" in status and b"runner.engine.child" in cmdline
+
+
+def test_a_child_exits_when_the_server_end_of_its_socket_closes(tmp_path: Path) -> None:
+    """The portable no-orphan rule: EOF on the socket ends the child, whatever it is doing."""
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.engine.child", str(theirs.fileno()), str(os.getpid()), "INFO"],
+        pass_fds=(theirs.fileno(),), stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    spec = bigram_spec(tmp_path, "endless:latest", path=write_endless_gguf(tmp_path))
+    settings = {"num_ctx": 256, "num_parallel": 1, "num_batch": 512, "num_threads": 1, "gpu_layers": 0,
+                "main_gpu": 0, "flash_attention": None, "use_mmap": True}
+    ours.sendall(wire.encode({"op": "load", "spec": wire.spec_to_wire(spec), "settings": settings}))
+    reader = ours.makefile("rb")
+    (length,) = wire.HEADER.unpack(reader.read(wire.HEADER.size))
+    assert wire.decode(reader.read(length))["op"] == "ready"
+    reader.close()
+    ours.close()
+    assert process.wait(timeout=10) == 0

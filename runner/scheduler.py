@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.engine.engine import EngineSettings
-from runner.engine.memory import footprint, offload_layers
+from runner.engine.memory import footprint, offload_layers, place
 from runner.engine.native import gpu_offload_supported
 from runner.engine.process import EngineProcess
 from runner.errors import QUEUE_FULL_MESSAGE, RequestError
@@ -50,8 +51,9 @@ class RunnerConfig:
     context_length: int = 0  # 0 = automatic (4096)
     flash_attention: bool | None = None
     llm_library: str = ""  # "cpu" forces CPU
-    max_vram: int = 0  # bytes; 0 = no cap
+    max_vram: int = 0  # bytes per GPU; 0 = no cap
     load_timeout: float = 300.0  # seconds; <= 0 = no limit
+    gpu_devices: tuple[str, ...] = ()  # GPUs to place children on (CUDA ids); () = each child sees all
 
 
 @dataclass(eq=False)
@@ -64,6 +66,7 @@ class LoadedModel:
     keep_alive: float
     size: int
     size_vram: int
+    devices: tuple[str, ...] = ()  # the GPUs its child was given; () = whatever the server sees
     refs: int = 0
     expiring: bool = False  # marked for unload: no new request may use it
     expires_at: float = field(default_factory=time.time)  # wall-clock seconds
@@ -224,8 +227,9 @@ class Scheduler:
             while len(self._loaded) >= self.max_loaded:
                 await self._evict_one()
             started = time.perf_counter()
-            engine = await self._start_engine(spec, settings)
             size, size_vram = footprint(spec, settings.num_ctx * settings.num_parallel, settings.gpu_layers)
+            devices = self._placement(settings, size_vram)
+            engine = await self._start_engine(spec, settings, devices)
             if engine.vram is not None:  # what the child measured on its GPUs beats the estimate
                 size, size_vram = max(size, engine.vram), engine.vram
             model = LoadedModel(
@@ -235,6 +239,7 @@ class Scheduler:
                 keep_alive=self.default_keep_alive if keep_alive is None else keep_alive,
                 size=size,
                 size_vram=size_vram,
+                devices=devices,
             )
             self._loaded[key] = model
             engine.exited.add_done_callback(lambda _f: self._spawn(self._lost(model)))
@@ -242,11 +247,30 @@ class Scheduler:
             log.info("loaded %s in %.2fs (%s, runner %d)", spec.name, elapsed, settings, engine.pid)
             return model
 
-    async def _start_engine(self, spec: ModelSpec, settings: EngineSettings) -> EngineProcess:
-        """Start the model's runner child; a load past load_timeout kills it (ollama's wording)."""
+    def _placement(self, settings: EngineSettings, need: int) -> tuple[str, ...]:
+        """The GPUs for a new child: none to choose without a device list or offloaded layers."""
+        devices = self.config.gpu_devices
+        if not devices or settings.gpu_layers == 0:
+            return ()
+        committed: dict[str, int] = {}
+        for model in self._loaded.values():
+            for device in model.devices:  # a model spread over several GPUs counts evenly on each
+                committed[device] = committed.get(device, 0) + model.size_vram // len(model.devices)
+        return place(devices, committed, need, settings.main_gpu, self.config.max_vram)
+
+    async def _start_engine(
+        self, spec: ModelSpec, settings: EngineSettings, devices: tuple[str, ...]
+    ) -> EngineProcess:
+        """Start the model's runner child; a load past load_timeout kills it (ollama's wording).
+        A child given its GPUs numbers them from 0, so main_gpu (already used to choose) is 0 there."""
         timeout = self.config.load_timeout if self.config.load_timeout > 0 else None
+        start = (
+            EngineProcess.start(spec, dataclasses.replace(settings, main_gpu=0), devices)
+            if devices
+            else EngineProcess.start(spec, settings)
+        )
         try:
-            return await asyncio.wait_for(EngineProcess.start(spec, settings), timeout)
+            return await asyncio.wait_for(start, timeout)
         except TimeoutError:
             raise RequestError(500, "timed out waiting for llama runner to start") from None
 

@@ -20,8 +20,9 @@ import aiohttp
 import pytest
 
 from runner.engine import wire
+from runner.engine.engine import EngineSettings
 from runner.engine.process import TERMINATED
-from runner.scheduler import RunnerConfig
+from runner.scheduler import RunnerConfig, Scheduler
 from tests.support.bigram import write_endless_gguf
 from tests.support.runner import Harness, StartRunner, bigram_spec
 
@@ -185,3 +186,23 @@ def test_a_child_exits_when_the_server_end_of_its_socket_closes(tmp_path: Path) 
     reader.close()
     ours.close()
     assert process.wait(timeout=10) == 0
+
+
+async def test_each_child_gets_the_gpus_the_scheduler_placed_it_on(tmp_path: Path) -> None:
+    """No GPU here: llama.cpp loads on the CPU, but the placement is visible in each child's environment."""
+    endless = write_endless_gguf(tmp_path)
+    specs = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.gguf").symlink_to(endless)
+        specs.append(bigram_spec(tmp_path, f"{name}:latest", path=tmp_path / f"{name}.gguf"))
+    scheduler = Scheduler(RunnerConfig(gpu_devices=("4", "7")))
+    settings = EngineSettings(num_ctx=256, gpu_layers=99)
+    try:
+        placed = []
+        for spec in specs:
+            async with scheduler.use(spec, settings, None) as model:
+                environ = (Path("/proc") / str(model.engine.pid) / "environ").read_bytes().split(b"\0")
+                placed.append((model.devices, [v for v in environ if v.startswith(b"CUDA_VISIBLE_DEVICES=")]))
+        assert placed == [(("4",), [b"CUDA_VISIBLE_DEVICES=4"]), (("7",), [b"CUDA_VISIBLE_DEVICES=7"])]
+    finally:
+        await scheduler.close()

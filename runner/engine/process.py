@@ -77,6 +77,7 @@ class EngineProcess:
         self._permits = asyncio.Semaphore(settings.num_parallel)
         self._last_error = ""
         self._closing = False
+        self._death: str | None = None  # why the child ended on its own, once it has
         self._relay = asyncio.create_task(self._relay_output())
         self._tasks: list[asyncio.Task[None]] = []
         self.vocab: Vocab
@@ -240,8 +241,8 @@ class EngineProcess:
             self._permits.release()
 
     def _open(self, message: dict[str, Any]) -> tuple[int, _Stream]:
-        if self.exited.done() and not self._closing:
-            raise RequestError(500, f"{TERMINATED}: {self.exited.result()}")
+        if self._death is not None:  # a request that waited for a slot of a child now dead
+            raise RequestError(500, f"{TERMINATED}: {self._death}")
         if self._closing:
             raise RequestError(500, "model was unloaded")
         request_id = next(self._ids)
@@ -264,7 +265,7 @@ class EngineProcess:
             log.warning("runner %d for %s: %s", self.pid, self.spec.name, exc)
         if self._closing:
             return
-        reason = await self._exit_reason()
+        reason = self._death = await self._exit_reason()
         log.warning("runner %d for %s ended: %s", self.pid, self.spec.name, reason)
         self._fail_all(RequestError(500, f"{TERMINATED}: {reason}"))
         if not self.exited.done():

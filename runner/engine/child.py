@@ -78,10 +78,15 @@ class ChildServer:
                         self.writer.write(wire.piece_frame(request_id, event))
         except RequestError as exc:
             self.writer.write(wire.encode({"i": request_id, "e": exc.message, "c": exc.status}))
+        except Exception as exc:  # a failure of this request alone: tell it, keep serving the others
+            log.exception("generation failed")
+            self.writer.write(wire.encode({"i": request_id, "e": str(exc) or type(exc).__name__, "c": 500}))
 
     async def _embed(self, request_id: int, inputs: list[list[int]]) -> None:
         try:
             vectors = await self.engine.embed(inputs)
+        except RequestError as exc:
+            self.writer.write(wire.encode({"i": request_id, "e": exc.message, "c": exc.status}))
         except Exception as exc:  # llama.cpp's failure, told to the request that caused it
             self.writer.write(wire.encode({"i": request_id, "e": str(exc) or type(exc).__name__, "c": 500}))
         else:

@@ -1,11 +1,12 @@
 """A runner child: one loaded model in its own process, so a crash in llama.cpp costs one load.
 
-Started by runner/engine/process.py as `python -m runner.engine.child FD PARENT_PID LOG_LEVEL`,
-with FD its end of a socketpair. It reads the load frame, builds the ordinary `Engine` (batching,
-prompt cache, grammars, logprobs, embeddings all live here, as in-process before), answers
-"ready", then serves frames (runner/engine/wire.py) until the server goes away.
+Started by runner/engine/process.py as `python -m runner.engine.child COMMANDS EVENTS PARENT_PID
+LOG_LEVEL`, COMMANDS and EVENTS its ends of two socketpairs (server → child, child → server). It
+reads the load frame, builds the ordinary `Engine` (batching, prompt cache, grammars, logprobs,
+embeddings all live here, as in-process before), answers "ready", then serves frames
+(runner/engine/wire.py) until the server goes away.
 
-It never outlives the server: the closed socket (EOF) ends it on every platform, and on Linux
+It never outlives the server: the closed commands socket (EOF) ends it on every platform, and on Linux
 PR_SET_PDEATHSIG also kills it when the server dies without closing anything (SIGKILL).
 Ctrl-C in a terminal reaches the whole process group; the child ignores SIGINT and lets the
 server decide when it ends.
@@ -16,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from runner.engine import wire
 from runner.engine.devices import gpu_free_memory
-from runner.engine.engine import Engine, Finished
+from runner.engine.engine import Engine, Failure, Finished, Piece
 from runner.errors import RequestError
 
 log = logging.getLogger(__name__)
@@ -42,61 +46,78 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+class Events:
+    """The child → server socket, written whole-frame under a lock from any thread.
+
+    Blocking on purpose: the model's worker thread writes each token's frame itself (a ~5 µs
+    syscall), so no event loop wakes in the child per token; a full socket holds the worker back
+    instead of queueing without bound. A write to a server that is gone is dropped: the commands
+    socket's EOF ends the child."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, frame: bytes) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._sock.sendall(frame)
+
+    def message(self, message: dict[str, Any]) -> None:
+        self.send(wire.encode(message))
+
+
 class ChildServer:
-    """Serves one Engine over the socket: requests by id, each answered by its own task."""
+    """Serves one Engine: commands read on the event loop, answers written by whoever has them."""
 
-    def __init__(self, engine: Engine, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, engine: Engine, events: Events) -> None:
         self.engine = engine
-        self.writer = writer
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.events = events
+        self.cancels: dict[int, Callable[[], None]] = {}  # generations running, by request id
+        self.embeddings: set[asyncio.Task[None]] = set()
 
-    async def serve(self, reader: asyncio.StreamReader) -> None:
-        while (message := await wire.read_frame(reader)) is not None:
+    async def serve(self, commands: asyncio.StreamReader) -> None:
+        while (message := await wire.read_frame(commands)) is not None:
             op, request_id = message.get("op"), message.get("id")
             if op == "cancel":
-                task = self.tasks.pop(request_id, None)
-                if task is not None:
-                    task.cancel()
-                continue
-            if op == "complete":
-                work = self._complete(request_id, wire.completion_from_wire(message["completion"]))
+                cancel = self.cancels.pop(request_id, None)
+                if cancel is not None:
+                    cancel()
+            elif op == "complete":
+                completion = wire.completion_from_wire(message["completion"])
+                self.cancels[request_id] = self.engine.start(completion, functools.partial(self._emit, request_id))
             elif op == "embed":
-                work = self._embed(request_id, message["inputs"])
+                task = asyncio.create_task(self._embed(request_id, message["inputs"]))
+                self.embeddings.add(task)
+                task.add_done_callback(self.embeddings.discard)
             else:
                 raise wire.ProtocolError(f"unknown operation {op!r}")
-            task = asyncio.create_task(work)
-            self.tasks[request_id] = task
-            task.add_done_callback(lambda _t, i=request_id: self.tasks.pop(i, None))
 
-    async def _complete(self, request_id: int, completion: Any) -> None:
-        try:
-            async with contextlib.aclosing(self.engine.complete(completion)) as events:
-                async for event in events:
-                    if isinstance(event, Finished):
-                        self.writer.write(wire.finished_frame(request_id, event, self.engine.steps))
-                    else:
-                        self.writer.write(wire.piece_frame(request_id, event))
-        except RequestError as exc:
-            self.writer.write(wire.encode({"i": request_id, "e": exc.message, "c": exc.status}))
-        except Exception as exc:  # a failure of this request alone: tell it, keep serving the others
-            log.exception("generation failed")
-            self.writer.write(wire.encode({"i": request_id, "e": str(exc) or type(exc).__name__, "c": 500}))
+    def _emit(self, request_id: int, event: Piece | Finished | Failure) -> None:
+        """One generation event, on the engine's worker thread: straight to the socket."""
+        if isinstance(event, Piece):
+            self.events.send(wire.piece_frame(request_id, event))
+            return
+        self.cancels.pop(request_id, None)
+        if isinstance(event, Finished):
+            self.events.send(wire.finished_frame(request_id, event, self.engine.steps))
+        else:
+            self.events.message({"i": request_id, "e": event.message, "c": 500})
 
     async def _embed(self, request_id: int, inputs: list[list[int]]) -> None:
         try:
             vectors = await self.engine.embed(inputs)
         except RequestError as exc:
-            self.writer.write(wire.encode({"i": request_id, "e": exc.message, "c": exc.status}))
+            self.events.message({"i": request_id, "e": exc.message, "c": exc.status})
         except Exception as exc:  # llama.cpp's failure, told to the request that caused it
-            self.writer.write(wire.encode({"i": request_id, "e": str(exc) or type(exc).__name__, "c": 500}))
+            self.events.message({"i": request_id, "e": str(exc) or type(exc).__name__, "c": 500})
         else:
-            self.writer.write(wire.encode({"i": request_id, "v": vectors}))
+            self.events.message({"i": request_id, "v": vectors})
 
 
-async def _main(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-    load = await wire.read_frame(reader)
+async def _main(commands_fd: int, events_fd: int) -> None:
+    commands, _writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=commands_fd))
+    events = Events(socket.socket(fileno=events_fd))
+    load = await wire.read_frame(commands)
     if load is None or load.get("op") != "load":
         return
     spec, settings = wire.spec_from_wire(load["spec"]), wire.settings_from_wire(load["settings"])
@@ -104,37 +125,34 @@ async def _main(fd: int) -> None:
     try:
         engine = await asyncio.to_thread(Engine, spec, settings)
     except RequestError as exc:
-        writer.write(wire.encode({"op": "failed", "status": exc.status, "message": exc.message}))
-        await writer.drain()
+        events.message({"op": "failed", "status": exc.status, "message": exc.message})
         return
     free_after = gpu_free_memory()
     used = sum(max(0, free_before[d] - free_after.get(d, free_before[d])) for d in free_before)
-    writer.write(
-        wire.encode({
-            "op": "ready",
-            "num_ctx": engine.num_ctx,
-            "n_ctx_train": engine.n_ctx_train,
-            "n_embd": engine.n_embd,
-            "vram": used if free_before else None,
-        })
-    )
-    server = ChildServer(engine, writer)
+    events.message({
+        "op": "ready",
+        "num_ctx": engine.num_ctx,
+        "n_ctx_train": engine.n_ctx_train,
+        "n_embd": engine.n_embd,
+        "vram": used if free_before else None,
+    })
+    server = ChildServer(engine, events)
     try:
-        await server.serve(reader)
+        await server.serve(commands)
     finally:
-        for task in list(server.tasks.values()):
+        for task in server.embeddings:
             task.cancel()
-        await asyncio.gather(*server.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*server.embeddings, return_exceptions=True)
         await asyncio.to_thread(engine.close)
 
 
 def main(argv: list[str]) -> int:
-    fd, parent_pid, level = int(argv[0]), int(argv[1]), argv[2]
+    commands_fd, events_fd, parent_pid, level = int(argv[0]), int(argv[1]), int(argv[2]), argv[3]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(_main(fd))
+        asyncio.run(_main(commands_fd, events_fd))
     except (ConnectionError, wire.ProtocolError) as exc:  # the server went away mid-frame
         log.info("runner stopping: %s", exc)
     return 0

@@ -11,6 +11,9 @@ goes away is marked cancelled and its sequence is dropped at the next step, free
 Each sequence keeps the tokens it has in the KV cache after it finishes; the next request is
 given the free slot sharing the longest prefix with its prompt and only the rest is evaluated
 (llama-server's prompt cache, which makes multi-turn chat cheap).
+
+The server runs each Engine in a runner child (runner/engine/child.py) and holds an
+`EngineProcess` (runner/engine/process.py) with the same interface in its place.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class _Failure:
+class Failure:
+    """The generation failed (llama.cpp's error, or the model was unloaded); always the last event."""
+
     message: str
 
 
@@ -99,7 +104,7 @@ Event = Piece | Finished
 @dataclass
 class _Job:
     request: Completion
-    emit: Callable[[Event | _Failure], None]
+    emit: Callable[[Event | Failure], None]
     cancelled: bool = False
     slot: _Slot | None = None
     pending: list[int] = field(default_factory=list)
@@ -269,22 +274,33 @@ class Engine:
         await self._acquire_permit()
         try:
             outbox = outbox_for(asyncio.get_running_loop())
-            queue: asyncio.Queue[Event | _Failure] = asyncio.Queue()
-            job = _Job(request, lambda event: self._post(outbox, queue.put_nowait, event))
-            self._submit(job=job)
+            queue: asyncio.Queue[Event | Failure] = asyncio.Queue()
+            cancel = self.start(request, lambda event: self._post(outbox, queue.put_nowait, event))
             try:
                 while True:
                     event = await queue.get()
-                    if isinstance(event, _Failure):
+                    if isinstance(event, Failure):
                         raise RequestError(500, event.message)
                     yield event
                     if isinstance(event, Finished):
                         return
             finally:
-                job.cancelled = True
-                self._notify()
+                cancel()
         finally:
             self._permits.release()
+
+    def start(self, request: Completion, emit: Callable[[Event | Failure], None]) -> Callable[[], None]:
+        """Queue a generation whose events `emit` gets on the worker thread, ending with Finished or
+        Failure; returns what cancels it. No slot permit: the caller bounds how many run at once.
+        The runner child uses this to write each token to its socket from the worker itself."""
+        job = _Job(request, emit)
+        self._submit(job=job)
+
+        def cancel() -> None:
+            job.cancelled = True
+            self._notify()
+
+        return cancel
 
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         """Pooled embeddings of already-tokenized inputs (each fits num_ctx), one per input."""
@@ -419,7 +435,7 @@ class Engine:
                 self._start(job, slot)
             except Exception as exc:
                 self._release(job)
-                job.emit(_Failure(str(exc)))
+                job.emit(Failure(str(exc)))
 
     def _start(self, job: _Job, slot: _Slot) -> None:
         tokens = job.request.tokens
@@ -563,12 +579,12 @@ class Engine:
             L.llama_memory_seq_rm(self._memory, job.slot.seq_id, -1, -1)
             job.slot.cached.clear()
             self._release(job)
-            job.emit(_Failure(message))
+            job.emit(Failure(message))
 
     def _fail_all(self, message: str) -> None:
         for job in [*self._active, *self._waiting, *self._incoming]:
             self._release(job)
-            job.emit(_Failure(message))
+            job.emit(Failure(message))
         self._waiting.clear()
         self._incoming.clear()
         for slot in self._slots:

@@ -5,9 +5,12 @@ kill, a decode that never returns) then ends one child, not the server and every
 The child (runner/engine/child.py) is `python -m runner.engine.child`, running the same code as
 the server (its PYTHONPATH starts with this package's root) and mmapping the blob file itself.
 
-Why a socketpair: one end is passed to the child with `pass_fds`, so there is no path in the
-filesystem, no port, nothing anyone else can connect to, and it works alike on Linux and macOS;
-its closing is the child's signal that the server is gone. Frames are runner/engine/wire.py's.
+Why socketpairs: one end of each is passed to the child with `pass_fds`, so there is no path in
+the filesystem, no port, nothing anyone else can connect to, and it works alike on Linux and
+macOS; the commands socket closing is the child's signal that the server is gone. Two, one per
+direction, because the child writes its events blocking from the model's worker thread (no event
+loop wake-up per token in the child) while reading commands on its event loop. Frames are
+runner/engine/wire.py's.
 Measured on the 2-core test machine, a token's frame (encode, write, read, parse, queue) costs
 about 10 µs of CPU and 25-30 µs from write to queue, against ~9 ms for a SmolLM2 decode step.
 
@@ -70,8 +73,9 @@ class EngineProcess:
         self.settings = settings
         self.pid = process.pid
         self._process = process
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None  # events from the child
+        self._writer: asyncio.StreamWriter | None = None  # commands to it
+        self._unused: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None  # kept: GC would close them
         self._streams: dict[int, _Stream] = {}
         self._ids = itertools.count(1)
         self._permits = asyncio.Semaphore(settings.num_parallel)
@@ -100,35 +104,41 @@ class EngineProcess:
         `devices`: the GPUs the child may see (CUDA_VISIBLE_DEVICES), None to leave them as they are.
         Cancelling the load (timeout, shutdown) kills the child.
         """
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        commands, child_commands = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        events, child_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs = (child_commands.fileno(), child_events.fileno())
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "runner.engine.child", str(theirs.fileno()), str(os.getpid()),
+                sys.executable, "-m", "runner.engine.child", *map(str, theirs), str(os.getpid()),
                 logging.getLevelName(min(logging.getLogger("runner").getEffectiveLevel(), logging.INFO)),
-                pass_fds=(theirs.fileno(),), env=env,
+                pass_fds=theirs, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )
         except BaseException:
-            ours.close()
+            commands.close()
+            events.close()
             raise
         finally:
-            theirs.close()
+            child_commands.close()
+            child_events.close()
         engine = cls(spec, settings, process)
         engine._tasks.append(engine._relay)
         try:
-            await engine._load(ours)
+            await engine._load(commands, events)
         except BaseException:
             await engine.kill()
             raise
         engine._tasks.append(asyncio.create_task(engine._receive()))
         return engine
 
-    async def _load(self, sock: socket.socket) -> None:
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+    async def _load(self, commands: socket.socket, events: socket.socket) -> None:
+        self._reader, events_writer = await asyncio.open_unix_connection(sock=events)
+        commands_reader, self._writer = await asyncio.open_unix_connection(sock=commands)
+        self._unused = (commands_reader, events_writer)
         spec, settings = wire.spec_to_wire(self.spec), wire.settings_to_wire(self.settings)
         self._send({"op": "load", "spec": spec, "settings": settings})
         reading = asyncio.create_task(asyncio.to_thread(Vocab.from_file, self.spec.model_path))
@@ -218,6 +228,8 @@ class EngineProcess:
         await self._process.wait()
         if self._writer is not None:
             self._writer.close()
+        if self._unused is not None:
+            self._unused[1].close()
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()

@@ -20,8 +20,9 @@ import aiohttp
 import pytest
 
 from runner.engine import wire
-from runner.engine.engine import EngineSettings
+from runner.engine.engine import Completion, EngineSettings
 from runner.engine.process import TERMINATED
+from runner.options import build_options
 from runner.scheduler import RunnerConfig, Scheduler
 from tests.support.bigram import write_endless_gguf
 from tests.support.runner import Harness, StartRunner, bigram_spec
@@ -166,22 +167,32 @@ def _child_of_us(proc: Path) -> bool:
 
 def test_a_child_exits_when_the_server_end_of_its_socket_closes(tmp_path: Path) -> None:
     """The portable no-orphan rule: EOF on the socket ends the child, whatever it is doing."""
-    ours, theirs = socket.socketpair()
+    commands, child_commands = socket.socketpair()
+    events, child_events = socket.socketpair()
+    theirs = (child_commands.fileno(), child_events.fileno())
     process = subprocess.Popen(
-        [sys.executable, "-m", "runner.engine.child", str(theirs.fileno()), str(os.getpid()), "INFO"],
-        pass_fds=(theirs.fileno(),), stderr=subprocess.PIPE,
+        [sys.executable, "-m", "runner.engine.child", *map(str, theirs), str(os.getpid()), "INFO"],
+        pass_fds=theirs, stderr=subprocess.PIPE,
     )
-    theirs.close()
+    child_commands.close()
+    child_events.close()
     spec = bigram_spec(tmp_path, "endless:latest", path=write_endless_gguf(tmp_path))
     settings = {"num_ctx": 256, "num_parallel": 1, "num_batch": 512, "num_threads": 1, "gpu_layers": 0,
                 "main_gpu": 0, "flash_attention": None, "use_mmap": True}
-    ours.sendall(wire.encode({"op": "load", "spec": wire.spec_to_wire(spec), "settings": settings}))
-    reader = ours.makefile("rb")
+    commands.sendall(wire.encode({"op": "load", "spec": wire.spec_to_wire(spec), "settings": settings}))
+    reader = events.makefile("rb")
     (length,) = wire.HEADER.unpack(reader.read(wire.HEADER.size))
     assert wire.decode(reader.read(length))["op"] == "ready"
-    reader.close()
-    ours.close()
+    runaway = Completion(tokens=(1, 100, 101), options=build_options(256, {"num_predict": 10**9, "temperature": 0}))
+    commands.sendall(wire.encode({"op": "complete", "id": 1, "completion": wire.completion_to_wire(runaway)}))
+    (length,) = wire.HEADER.unpack(reader.read(wire.HEADER.size))
+    assert wire.decode(reader.read(length))["i"] == 1  # generating
+    commands.close()
     assert process.wait(timeout=10) == 0
+    # its events socket closes with it, after the generation's last pieces and its failure
+    assert reader.read().endswith(b'{"i":1,"e":"model was unloaded","c":500}')
+    reader.close()
+    events.close()
 
 
 async def test_each_child_gets_the_gpus_the_scheduler_placed_it_on(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The local protocol between the server and a runner child (runner/engine/child.py).
 
-One byte stream (a socketpair, see runner/engine/process.py) carries frames both ways: a 4-byte
-big-endian length, then one UTF-8 JSON object. JSON rather than pickle because the child runs
+Two byte streams (socketpairs, see runner/engine/process.py), one each way, carry frames: a
+4-byte big-endian length, then one UTF-8 JSON object. JSON rather than pickle because the child runs
 llama.cpp on files from the network: what comes back from it is data to check, never objects to
 rebuild. A frame per token costs well under the time a token takes (runner/engine/process.py
 gives the measured figure); the token frames use one-letter keys to keep that small.

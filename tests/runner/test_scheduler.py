@@ -133,7 +133,7 @@ async def test_parallel_requests_share_one_batched_decode(start_runner: StartRun
         stream = await client.chat(
             model="e",
             messages=[{"role": "user", "content": question}],
-            options={"temperature": 0, "num_predict": 20},
+            options={"temperature": 0, "num_predict": 200},  # long enough to overlap, however fast the child
             stream=True,
         )
         text = []
@@ -148,8 +148,8 @@ async def test_parallel_requests_share_one_batched_decode(start_runner: StartRun
     assert a.startswith("tick tock") and b.startswith("tick tock")
     first_b, last_a = order.index("b"), len(order) - 1 - order[::-1].index("a")
     assert first_b < last_a, f"not interleaved: {''.join(order)}"
-    # 40 generated tokens in ~20 steps (plus prompt steps): the two sequences decode together
-    assert model.engine.steps - steps_before < 32
+    # 400 generated tokens in ~200 steps (plus prompt steps): the two sequences decode together
+    assert model.engine.steps - steps_before < 300
 
 
 async def test_cancelled_request_frees_its_slot(start_runner: StartRunner, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Which models are loaded, for how long, and who waits for what — ollama's server/sched.go rules.
 
 * A request on a loaded model whose runner options are unchanged uses it directly and then
-  waits for one of its `num_parallel` sequence slots (inside the Engine), without queueing.
+  waits for one of its `num_parallel` sequence slots (counted by its EngineProcess), without queueing.
 * A request that needs a load (or a reload because num_ctx/num_batch/num_gpu/num_thread/... changed)
   joins the pending queue; with `max_queue` requests already pending it is refused with 503.
   Loads run one at a time and concurrent requests for the same load share it.
@@ -10,21 +10,26 @@
 * keep_alive: the idle timer starts when the last request on a model ends; a request that sets
   keep_alive overwrites the model's duration, one that does not keeps it; <= 0 unloads at once,
   FOREVER never does.
+* Each loaded model is a runner child process (runner/engine/process.py). A child that dies is
+  forgotten at once (its requests fail with ollama's "llama runner process has terminated"), so
+  /api/ps lists only what runs and the next request loads the model again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.engine.engine import Engine, EngineSettings
-from runner.engine.memory import footprint, offload_layers
+from runner.engine.engine import EngineSettings
+from runner.engine.memory import footprint, offload_layers, place
 from runner.engine.native import gpu_offload_supported
+from runner.engine.process import EngineProcess
 from runner.errors import QUEUE_FULL_MESSAGE, RequestError
 from runner.options import FOREVER, RunnerOptions, keep_alive_setting
 from runner.spec import ModelSpec
@@ -46,8 +51,9 @@ class RunnerConfig:
     context_length: int = 0  # 0 = automatic (4096)
     flash_attention: bool | None = None
     llm_library: str = ""  # "cpu" forces CPU
-    max_vram: int = 0  # bytes; 0 = no cap
+    max_vram: int = 0  # bytes per GPU; 0 = no cap
     load_timeout: float = 300.0  # seconds; <= 0 = no limit
+    gpu_devices: tuple[str, ...] = ()  # GPUs to place children on (CUDA ids); () = each child sees all
 
 
 @dataclass(eq=False)
@@ -55,11 +61,12 @@ class LoadedModel:
     """A resident model and its bookkeeping; `refs` counts requests holding it."""
 
     spec: ModelSpec
-    engine: Engine
+    engine: EngineProcess
     settings: EngineSettings
     keep_alive: float
     size: int
     size_vram: int
+    devices: tuple[str, ...] = ()  # the GPUs its child was given; () = whatever the server sees
     refs: int = 0
     expiring: bool = False  # marked for unload: no new request may use it
     expires_at: float = field(default_factory=time.time)  # wall-clock seconds
@@ -168,10 +175,10 @@ class Scheduler:
         return bool(found)
 
     async def close(self) -> None:
+        """Stop every runner child (shutdown): loads in progress are abandoned, running requests fail."""
         for task in [*self._loads.values(), *self._background]:
             task.cancel()
-        for model in list(self._loaded.values()):
-            await self._unload(model)
+        await asyncio.gather(*(self._unload(model) for model in list(self._loaded.values())))
 
     # ----------------------------------------------------------------- internals
 
@@ -220,8 +227,11 @@ class Scheduler:
             while len(self._loaded) >= self.max_loaded:
                 await self._evict_one()
             started = time.perf_counter()
-            engine = await self._start_engine(spec, settings)
             size, size_vram = footprint(spec, settings.num_ctx * settings.num_parallel, settings.gpu_layers)
+            devices = self._placement(settings, size_vram)
+            engine = await self._start_engine(spec, settings, devices)
+            if engine.vram is not None:  # what the child measured on its GPUs beats the estimate
+                size, size_vram = max(size, engine.vram), engine.vram
             model = LoadedModel(
                 spec=spec,
                 engine=engine,
@@ -229,22 +239,53 @@ class Scheduler:
                 keep_alive=self.default_keep_alive if keep_alive is None else keep_alive,
                 size=size,
                 size_vram=size_vram,
+                devices=devices,
             )
             self._loaded[key] = model
-            log.info("loaded %s in %.2fs (%s)", spec.name, time.perf_counter() - started, settings)
+            engine.exited.add_done_callback(lambda _f: self._spawn(self._lost(model)))
+            elapsed = time.perf_counter() - started
+            log.info("loaded %s in %.2fs (%s, runner %d)", spec.name, elapsed, settings, engine.pid)
             return model
 
-    async def _start_engine(self, spec: ModelSpec, settings: EngineSettings) -> Engine:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, Engine, spec, settings)
+    def _placement(self, settings: EngineSettings, need: int) -> tuple[str, ...]:
+        """The GPUs for a new child: none to choose without a device list or offloaded layers."""
+        devices = self.config.gpu_devices
+        if not devices or settings.gpu_layers == 0:
+            return ()
+        committed: dict[str, int] = {}
+        for model in self._loaded.values():
+            for device in model.devices:  # a model spread over several GPUs counts evenly on each
+                committed[device] = committed.get(device, 0) + model.size_vram // len(model.devices)
+        return place(devices, committed, need, settings.main_gpu, self.config.max_vram)
+
+    async def _start_engine(
+        self, spec: ModelSpec, settings: EngineSettings, devices: tuple[str, ...]
+    ) -> EngineProcess:
+        """Start the model's runner child; a load past load_timeout kills it (ollama's wording).
+        A child given its GPUs numbers them from 0, so main_gpu (already used to choose) is 0 there."""
         timeout = self.config.load_timeout if self.config.load_timeout > 0 else None
+        start = (
+            EngineProcess.start(spec, dataclasses.replace(settings, main_gpu=0), devices)
+            if devices
+            else EngineProcess.start(spec, settings)
+        )
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            future.add_done_callback(_close_abandoned)
-            if isinstance(exc, TimeoutError):
-                raise RequestError(500, "timed out waiting for llama runner to start") from None
-            raise
+            return await asyncio.wait_for(start, timeout)
+        except TimeoutError:
+            raise RequestError(500, "timed out waiting for llama runner to start") from None
+
+    async def _lost(self, model: LoadedModel) -> None:
+        """A child that ended on its own: forget its model so the next request loads it again."""
+        key = model_key(model.spec)
+        if self._loaded.get(key) is not model:
+            return  # unloaded on purpose, or already replaced
+        del self._loaded[key]
+        if model.timer is not None:
+            model.timer.cancel()
+            model.timer = None
+        await model.engine.kill()
+        log.warning("%s is no longer loaded: its runner ended (%s)", model.spec.name, model.engine.exited.result())
+        self._notify()
 
     async def _retire(self, model: LoadedModel) -> None:
         """Unload a model as soon as its requests finish, and wait for that."""
@@ -278,7 +319,7 @@ class Scheduler:
         if model.timer is not None:
             model.timer.cancel()
             model.timer = None
-        await asyncio.to_thread(model.engine.close)
+        await model.engine.close()
         log.info("unloaded %s", model.spec.name)
         self._notify()
 
@@ -296,9 +337,3 @@ class Scheduler:
 
 def _deadline(keep_alive: float) -> float:
     return time.time() + (_FOREVER_SECONDS if keep_alive == FOREVER else max(keep_alive, 0.0))
-
-
-def _close_abandoned(future: asyncio.Future[Engine]) -> None:
-    """A load nobody waits for any more (timeout, shutdown): free it off the event loop."""
-    if not future.cancelled() and future.exception() is None:
-        asyncio.get_running_loop().run_in_executor(None, future.result().close)

@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.engine.engine import Completion, Engine, EngineSettings, Finished, Piece
+from runner.engine.engine import Completion, EngineSettings, Finished, Piece
+from runner.engine.process import EngineProcess
 from runner.engine.sampling import grammar_for_format
 from runner.errors import RequestError
 from runner.options import Options, build_options, parse_keep_alive
@@ -115,7 +116,7 @@ class RunnerService:
         self._resolve = resolve
         self.scheduler = scheduler
         self.stats = RunnerStats(scheduler)
-        self._prompts: weakref.WeakKeyDictionary[Engine, dict[str, PromptBuilder]] = weakref.WeakKeyDictionary()
+        self._prompts: weakref.WeakKeyDictionary[EngineProcess, dict[str, PromptBuilder]] = weakref.WeakKeyDictionary()
 
     # ----------------------------------------------------------------- shared steps
 

@@ -91,6 +91,9 @@ async def create_app(settings: Settings) -> web.Application:
     app.add_routes(route_table(handlers))
     app[SERVICES] = services
     app.cleanup_ctx.append(_running(services))
+    # on_shutdown runs before aiohttp waits (up to 60 s) for running handlers: stopping the runner
+    # children first ends their generations, so a runaway request cannot hold up SIGTERM
+    app.on_shutdown.append(lambda _app: services.runner.close())
     return app
 
 

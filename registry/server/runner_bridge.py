@@ -10,6 +10,7 @@ the tag's modification time in unix seconds and `owned_by` the name's namespace.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from registry.config import Settings
@@ -33,7 +34,14 @@ def runner_config(settings: Settings) -> RunnerConfig:
         llm_library=settings.llm_library,
         max_vram=settings.max_vram,
         load_timeout=settings.load_timeout,
+        gpu_devices=visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES", "")),
     )
+
+
+def visible_gpus(value: str) -> tuple[str, ...]:
+    """The GPUs the server was given (CUDA_VISIBLE_DEVICES, as CUDA reads it), for the scheduler to
+    hand out to runner children; unset or empty leaves each child seeing what the server sees."""
+    return tuple(device.strip() for device in value.split(",") if device.strip())
 
 
 def make_runner(settings: Settings, catalog: Catalog, model_reader: ModelReader) -> Runner:

@@ -11,6 +11,9 @@ goes away is marked cancelled and its sequence is dropped at the next step, free
 Each sequence keeps the tokens it has in the KV cache after it finishes; the next request is
 given the free slot sharing the longest prefix with its prompt and only the rest is evaluated
 (llama-server's prompt cache, which makes multi-turn chat cheap).
+
+The server runs each Engine in a runner child (runner/engine/child.py) and holds an
+`EngineProcess` (runner/engine/process.py) with the same interface in its place.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class _Failure:
+class Failure:
+    """The generation failed (llama.cpp's error, or the model was unloaded); always the last event."""
+
     message: str
 
 
@@ -99,7 +104,7 @@ Event = Piece | Finished
 @dataclass
 class _Job:
     request: Completion
-    emit: Callable[[Event | _Failure], None]
+    emit: Callable[[Event | Failure], None]
     cancelled: bool = False
     slot: _Slot | None = None
     pending: list[int] = field(default_factory=list)
@@ -126,6 +131,23 @@ def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
             break
         n += 1
     return n
+
+
+def fit_prompt(
+    tokens: list[int], options: Options, truncate: bool, shift: bool, num_ctx: int, add_bos: bool
+) -> list[int]:
+    """Apply ollama's rule for prompts longer than the context: keep num_keep and cut the middle."""
+    limit = num_ctx - 1
+    if len(tokens) <= limit:
+        return tokens
+    if not truncate or not shift:
+        raise RequestError(400, PROMPT_TOO_LONG)
+    keep = len(tokens) if options.num_keep < 0 else options.num_keep + int(add_bos)
+    keep = max(0, min(keep, limit))
+    target = num_ctx - max((num_ctx - keep) // 2, 1)
+    discard = len(tokens) - target
+    log.warning("truncating input prompt: limit=%d prompt=%d keep=%d", target, len(tokens), keep)
+    return tokens[:keep] + tokens[keep + discard :]
 
 
 class Engine:
@@ -243,20 +265,6 @@ class Engine:
     def busy(self) -> bool:
         return bool(self._active or self._waiting or self._incoming)
 
-    def fit_prompt(self, tokens: list[int], options: Options, truncate: bool, shift: bool) -> list[int]:
-        """Apply ollama's rule for prompts longer than the context: keep num_keep and cut the middle."""
-        limit = self.num_ctx - 1
-        if len(tokens) <= limit:
-            return tokens
-        if not truncate or not shift:
-            raise RequestError(400, PROMPT_TOO_LONG)
-        keep = len(tokens) if options.num_keep < 0 else options.num_keep + int(self.vocab.add_bos)
-        keep = max(0, min(keep, limit))
-        target = self.num_ctx - max((self.num_ctx - keep) // 2, 1)
-        discard = len(tokens) - target
-        log.warning("truncating input prompt: limit=%d prompt=%d keep=%d", target, len(tokens), keep)
-        return tokens[:keep] + tokens[keep + discard :]
-
     async def complete(self, request: Completion) -> AsyncIterator[Event]:
         """Generate for one request; waits for a free sequence slot first (OLLAMA_NUM_PARALLEL).
 
@@ -266,22 +274,33 @@ class Engine:
         await self._acquire_permit()
         try:
             outbox = outbox_for(asyncio.get_running_loop())
-            queue: asyncio.Queue[Event | _Failure] = asyncio.Queue()
-            job = _Job(request, lambda event: self._post(outbox, queue.put_nowait, event))
-            self._submit(job=job)
+            queue: asyncio.Queue[Event | Failure] = asyncio.Queue()
+            cancel = self.start(request, lambda event: self._post(outbox, queue.put_nowait, event))
             try:
                 while True:
                     event = await queue.get()
-                    if isinstance(event, _Failure):
+                    if isinstance(event, Failure):
                         raise RequestError(500, event.message)
                     yield event
                     if isinstance(event, Finished):
                         return
             finally:
-                job.cancelled = True
-                self._notify()
+                cancel()
         finally:
             self._permits.release()
+
+    def start(self, request: Completion, emit: Callable[[Event | Failure], None]) -> Callable[[], None]:
+        """Queue a generation whose events `emit` gets on the worker thread, ending with Finished or
+        Failure; returns what cancels it. No slot permit: the caller bounds how many run at once.
+        The runner child uses this to write each token to its socket from the worker itself."""
+        job = _Job(request, emit)
+        self._submit(job=job)
+
+        def cancel() -> None:
+            job.cancelled = True
+            self._notify()
+
+        return cancel
 
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         """Pooled embeddings of already-tokenized inputs (each fits num_ctx), one per input."""
@@ -416,7 +435,7 @@ class Engine:
                 self._start(job, slot)
             except Exception as exc:
                 self._release(job)
-                job.emit(_Failure(str(exc)))
+                job.emit(Failure(str(exc)))
 
     def _start(self, job: _Job, slot: _Slot) -> None:
         tokens = job.request.tokens
@@ -560,12 +579,12 @@ class Engine:
             L.llama_memory_seq_rm(self._memory, job.slot.seq_id, -1, -1)
             job.slot.cached.clear()
             self._release(job)
-            job.emit(_Failure(message))
+            job.emit(Failure(message))
 
     def _fail_all(self, message: str) -> None:
         for job in [*self._active, *self._waiting, *self._incoming]:
             self._release(job)
-            job.emit(_Failure(message))
+            job.emit(Failure(message))
         self._waiting.clear()
         self._incoming.clear()
         for slot in self._slots:

@@ -51,3 +51,21 @@ def footprint(spec: ModelSpec, n_ctx: int, gpu_layers: int) -> tuple[int, int]:
     """(total bytes, bytes on the GPU) of a loaded model, for /api/ps."""
     total = spec.size + kv_cache_bytes(spec, n_ctx)
     return total, total * min(gpu_layers, layer_count(spec)) // layer_count(spec)
+
+
+def place(
+    devices: tuple[str, ...], committed: dict[str, int], need: int, main_gpu: int, max_vram: int
+) -> tuple[str, ...]:
+    """The GPUs a runner child gets (its CUDA_VISIBLE_DEVICES), ollama's rule on corral's accounting.
+
+    An explicit main_gpu names one device; otherwise the model goes to the device with the least
+    memory committed to loaded models, when it fits there under max_vram (0: no cap), and across
+    every device when it fits on none alone. `committed` is per device, from what the children
+    measured after their loads (or the estimate where they could not).
+    """
+    if main_gpu > 0:
+        return (devices[main_gpu],) if main_gpu < len(devices) else devices
+    emptiest = min(devices, key=lambda d: (committed.get(d, 0), devices.index(d)))
+    if max_vram <= 0 or committed.get(emptiest, 0) + need <= max_vram:
+        return (emptiest,)
+    return devices

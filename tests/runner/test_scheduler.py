@@ -14,10 +14,12 @@ import aiohttp
 import ollama
 import pytest
 
+from runner.engine.engine import Completion, Engine, EngineSettings, Finished
 from runner.errors import QUEUE_FULL_MESSAGE
+from runner.options import build_options
 from runner.scheduler import RunnerConfig
 from tests.support.bigram import write_endless_gguf
-from tests.support.runner import Harness, StartRunner, bigram_spec
+from tests.support.runner import SMALL_CTX, Harness, StartRunner, bigram_spec, smollm2_spec
 
 pytestmark = pytest.mark.model
 
@@ -207,11 +209,10 @@ async def test_unknown_model_does_not_disturb_loaded_ones(harness: Harness) -> N
     assert await _loaded(harness) == ["smollm2:latest"]
 
 
-async def test_every_decode_runs_on_the_models_worker_thread(
-    start_runner: StartRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_every_decode_runs_on_the_models_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """ggml's OpenMP team belongs to the calling thread: a decode from another thread (the warm-up
-    in the loader's, as once happened) leaves a second team that halves decode speed on 2 cores."""
+    in the loader's, as once happened) leaves a second team that halves decode speed on 2 cores.
+    The Engine runs in a runner child; here it runs in this process, where the calls can be seen."""
     import llama_cpp
 
     callers: set[int] = set()
@@ -222,10 +223,14 @@ async def test_every_decode_runs_on_the_models_worker_thread(
         return decode(ctx, batch)
 
     monkeypatch.setattr(llama_cpp, "llama_decode", recording_decode)
-    harness = await start_runner()
-    client = harness.client()
-    await client.generate(model="smollm2", prompt="")  # load: includes the warm-up decode
-    await client.generate(model="smollm2", prompt="Hi", options=QUICK)
-    await client.embed(model="smollm2", input="Hi")
-    (model,) = harness.runner.scheduler.loaded()
-    assert callers == {model.engine._thread.ident}
+    spec = smollm2_spec()
+    options = build_options(SMALL_CTX, spec.params, QUICK)
+    engine = await asyncio.to_thread(Engine, spec, EngineSettings(num_ctx=SMALL_CTX))  # load: includes the warm-up
+    try:
+        tokens = tuple(engine.vocab.tokenize("Hi"))
+        events = [event async for event in engine.complete(Completion(tokens=tokens, options=options))]
+        assert isinstance(events[-1], Finished)
+        await engine.embed([list(tokens)])
+        assert callers == {engine._thread.ident}
+    finally:
+        await asyncio.to_thread(engine.close)

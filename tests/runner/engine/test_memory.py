@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.engine.memory import footprint, kv_cache_bytes, layer_count, offload_layers
+from runner.engine.memory import footprint, kv_cache_bytes, layer_count, offload_layers, place
 from runner.options import build_options
 from runner.scheduler import RunnerConfig, Scheduler
 from runner.spec import ModelSpec
@@ -56,3 +56,19 @@ def test_engine_settings_follow_the_config_and_options() -> None:
     huge = build_options(0, {"num_ctx": 1_000_000, "num_thread": 3, "num_batch": 64}).runner
     clamped = scheduler.engine_settings(spec, huge, embedding_only=True)
     assert (clamped.num_ctx, clamped.num_parallel, clamped.num_threads, clamped.num_batch) == (8192, 1, 3, 64)
+
+
+def test_place_puts_a_model_that_fits_on_the_least_committed_gpu() -> None:
+    gpus = ("0", "1", "2")
+    assert place(gpus, {}, need=10, main_gpu=0, max_vram=0) == ("0",)
+    assert place(gpus, {"0": 50, "1": 20}, need=10, main_gpu=0, max_vram=0) == ("2",)
+    assert place(gpus, {"0": 50, "1": 20, "2": 30}, need=10, main_gpu=0, max_vram=100) == ("1",)
+
+
+def test_place_spreads_a_model_that_fits_on_no_single_gpu() -> None:
+    assert place(("0", "1"), {"0": 50, "1": 60}, need=60, main_gpu=0, max_vram=100) == ("0", "1")
+
+
+def test_place_honours_main_gpu() -> None:
+    assert place(("3", "5"), {"5": 90}, need=10, main_gpu=1, max_vram=0) == ("5",)
+    assert place(("3", "5"), {}, need=10, main_gpu=7, max_vram=0) == ("3", "5")

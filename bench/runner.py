@@ -10,7 +10,9 @@ Prints, with the same model, prompt, greedy sampling and thread count on both si
 * time to first token and model load time;
 * with `--llama-server PATH` (or $LLAMA_SERVER; `bench/build-llama-server` builds one from the
   llama.cpp sources inside the llama-cpp-python sdist), corral's streamed decode divided by
-  llama.cpp's own llama-server streaming the same prompt from the same GGUF with the same threads.
+  llama.cpp's own llama-server streaming the same prompt from the same GGUF with the same threads,
+  for one stream and for the aggregate of 4 concurrent ones (llama-server with 4 slots) — target
+  >= 0.95 for both.
 
 The server runs in a child process (this module with --serve), as a real deployment would, so the
 client's work does not share its interpreter. It does share the machine's cores: with as many
@@ -192,19 +194,22 @@ def stream_generate(url: str, tokens: int, threads: int) -> dict[str, Any]:
     }
 
 
-def stream_llama_server(url: str, tokens: int) -> float:
-    """Client-side decode tokens/s of llama-server's streamed /completion, timed like corral's."""
+def stream_llama_server(url: str, tokens: int) -> dict[str, Any]:
+    """llama-server's streamed /completion, timed like corral's: client-side decode tokens/s."""
     body = {"prompt": raw_prompt(), "n_predict": tokens, "temperature": 0, "stream": True, "cache_prompt": False}
+    sent = time.perf_counter()
     stamps = [
         stamp
         for stamp, line in stream_lines(url, "/completion", body)
         # the final line (or a piece of a split UTF-8 character) has no text
         if line.startswith(b"data: ") and not line.startswith(b'data: {"index":0,"content":"",')
     ]
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return {"tokens": len(stamps), "tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "started": sent,
+            "ended": stamps[-1]}
 
 
-def measure_llama_server(url: str, tokens: int, rounds: int) -> float:
+def measure_llama_server(url: str, tokens: int, rounds: int) -> dict[str, float]:
+    """Median single-stream decode and 4-concurrent aggregate tokens/s, measured like corral's."""
     for _ in range(600):  # the port opens before the model is loaded; /health says when it is
         try:
             with urllib.request.urlopen(url + "/health", timeout=5) as health:
@@ -214,13 +219,21 @@ def measure_llama_server(url: str, tokens: int, rounds: int) -> float:
             pass  # still starting: 503 (an HTTPError, an OSError) or a dropped connection
         time.sleep(0.1)
     stream_llama_server(url, 8)
-    return statistics.median([stream_llama_server(url, tokens) for _ in range(rounds)])
+    single, aggregate = [], []
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        for _ in range(rounds):
+            single.append(stream_llama_server(url, tokens)["tps"])
+            runs = list(pool.map(lambda _: stream_llama_server(url, tokens), range(PARALLEL)))
+            wall = max(r["ended"] for r in runs) - min(r["started"] for r in runs)
+            aggregate.append(sum(r["tokens"] for r in runs) / wall)
+    return {"single_tps": statistics.median(single), "aggregate_tps": statistics.median(aggregate)}
 
 
 def start_llama_server(binary: str, port: int, threads: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [binary, "-m", str(model_path()), "-t", str(threads), "-tb", str(threads), "-c", str(NUM_CTX),
-         "-np", "1", "--host", "127.0.0.1", "--port", str(port)],
+        # PARALLEL slots of NUM_CTX each, as corral runs OLLAMA_NUM_PARALLEL sequences of num_ctx
+        [binary, "-m", str(model_path()), "-t", str(threads), "-tb", str(threads), "-c", str(NUM_CTX * PARALLEL),
+         "-np", str(PARALLEL), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -328,9 +341,12 @@ def main() -> int:
     print(f"ratio HTTP / raw decode       {result['decode_ratio']:8.3f}   (target >= 0.95; medians of rounds)")
     print(f"ratio {PARALLEL} concurrent / 1         {result['parallel_ratio']:8.3f}   (target >= 1.3)")
     if reference is not None:
-        print(f"llama-server decode (1 stream) {reference:7.1f} tokens/s")
-        print(f"ratio llama-server / raw      {reference / result['raw_tps']:8.3f}")
-        print(f"ratio corral / llama-server   {result['single_tps'] / reference:8.3f}")
+        print(f"llama-server decode (1 stream) {reference['single_tps']:7.1f} tokens/s")
+        print(f"llama-server {PARALLEL} concurrent, aggregate {reference['aggregate_tps']:6.1f} tokens/s")
+        print(f"ratio llama-server / raw      {reference['single_tps'] / result['raw_tps']:8.3f}")
+        print(f"ratio corral / llama-server   {result['single_tps'] / reference['single_tps']:8.3f}   (1 stream)")
+        print(f"ratio corral / llama-server   {result['aggregate_tps'] / reference['aggregate_tps']:8.3f}"
+              f"   ({PARALLEL} concurrent, aggregate)")
     return 0
 
 

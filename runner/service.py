@@ -26,9 +26,10 @@ import asyncio
 import contextlib
 import functools
 import math
+import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -117,6 +118,44 @@ class RunnerService:
         self.scheduler = scheduler
         self.stats = RunnerStats(scheduler)
         self._prompts: weakref.WeakKeyDictionary[EngineProcess, dict[str, PromptBuilder]] = weakref.WeakKeyDictionary()
+        self._renders: set[asyncio.Future[str]] = set()  # awaited by requests; ended by `stop_renders`
+
+    def stop_renders(self) -> None:
+        """At shutdown: requests waiting for a template end now, whatever their render thread does."""
+        for render in self._renders:
+            if not render.done():
+                render.set_exception(RequestError(503, "the server is shutting down"))
+
+    async def _render(self, render: Callable[[], str]) -> str:
+        """Run a prompt template off the event loop, in a daemon thread.
+
+        A template may run up to its execution bounds (seconds of CPU), and Python cannot stop a
+        thread. So shutdown does not wait for it: `stop_renders` ends the request awaiting it, and a
+        daemon thread, unlike a pool thread, does not hold up the interpreter's exit.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+
+        def settle(result: str, exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(result)
+
+        def run() -> None:
+            try:
+                result, exc = render(), None
+            except BaseException as error:  # handed to the awaiting request, whatever it is
+                result, exc = "", error
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody awaits it
+                loop.call_soon_threadsafe(settle, result, exc)
+
+        self._renders.add(done)
+        done.add_done_callback(self._renders.discard)
+        threading.Thread(target=run, name="corral template", daemon=True).start()
+        return await done
 
     # ----------------------------------------------------------------- shared steps
 
@@ -231,7 +270,7 @@ class RunnerService:
             builder = self._prompt_builder(model, spec)
             rendered = prompt
             if not raw:
-                rendered = await asyncio.to_thread(
+                rendered = await self._render(
                     functools.partial(
                         builder.generate,
                         prompt=prompt,
@@ -311,7 +350,7 @@ class RunnerService:
             if messages[0]["role"] != "system" and spec.system:
                 history.insert(0, {"role": "system", "content": spec.system})
             builder = self._prompt_builder(model, spec)
-            rendered = await asyncio.to_thread(
+            rendered = await self._render(
                 functools.partial(
                     builder.chat, history, tools or None, think, num_ctx=model.engine.num_ctx, truncate=plan.truncate
                 )
@@ -374,7 +413,7 @@ class RunnerService:
                 else:
                     return
             history.append({"role": "assistant", "content": "", "thinking": "".join(thoughts)})
-            rendered = await asyncio.to_thread(
+            rendered = await self._render(
                 functools.partial(
                     builder.chat, history, tools or None, think, num_ctx=model.engine.num_ctx, truncate=plan.truncate
                 )
@@ -536,3 +575,4 @@ def _with_logprobs(result: dict[str, Any], chunks: list[dict[str, Any]]) -> dict
     if logprobs:
         result["logprobs"] = logprobs
     return result
+

@@ -60,6 +60,7 @@ class Runner:
         return await self.scheduler.unload_name(name)
 
     async def close(self) -> None:
+        self.service.stop_renders()
         await self.scheduler.close()
 
     # ----------------------------------------------------------------- handlers

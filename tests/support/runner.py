@@ -44,37 +44,31 @@ def smollm2_metadata() -> dict[str, Any]:
     return gguf_header(smollm2_gguf())
 
 
-def smollm2_spec(name: str = "smollm2:latest", path: Path | None = None, **changes: Any) -> ModelSpec:
-    path = path or smollm2_gguf()
-    spec = ModelSpec(
+def _chatml_spec(name: str, digest_hex: str, path: Path, model_type: str, file_type: str,
+                 header: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(
         name=name,
-        digest="sha256:" + "0" * 64,
+        digest="sha256:" + digest_hex * 64,
         model_path=path,
         size=path.stat().st_size,
         template=CHATML_TEMPLATE,
         # Greedy by default: tests that read the answer (the CLI's) must not depend on sampling luck.
         params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": SMALL_CTX, "temperature": 0},
-        config={"model_family": "llama", "model_format": "gguf", "model_type": "135M", "file_type": "Q4_1"},
-        gguf=smollm2_metadata(),
+        config={"model_family": "llama", "model_format": "gguf", "model_type": model_type, "file_type": file_type},
+        gguf=header,
     )
-    return dataclasses.replace(spec, **changes)
+
+
+def smollm2_spec(name: str = "smollm2:latest", path: Path | None = None, **changes: Any) -> ModelSpec:
+    path = path or smollm2_gguf()
+    return dataclasses.replace(_chatml_spec(name, "0", path, "135M", "Q4_1", smollm2_metadata()), **changes)
 
 
 def bigram_spec(directory: Path, name: str = "bigram:latest", path: Path | None = None, **changes: Any) -> ModelSpec:
     """A bigram model (tests/support/bigram.py; the scripted one unless `path` names another), for
     tests that read the answer or need to know how long it is."""
     path = path or write_scripted_gguf(directory)
-    spec = ModelSpec(
-        name=name,
-        digest="sha256:" + "1" * 64,
-        model_path=path,
-        size=path.stat().st_size,
-        template=CHATML_TEMPLATE,
-        params={"stop": ["<|im_start|>", "<|im_end|>"], "num_ctx": SMALL_CTX, "temperature": 0},
-        config={"model_family": "llama", "model_format": "gguf", "model_type": "bigram", "file_type": "F32"},
-        gguf=gguf_header(path),
-    )
-    return dataclasses.replace(spec, **changes)
+    return dataclasses.replace(_chatml_spec(name, "1", path, "bigram", "F32", gguf_header(path)), **changes)
 
 
 @dataclass

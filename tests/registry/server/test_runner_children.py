@@ -5,6 +5,8 @@ num_predict stops it), created with the CLI like a user would."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -123,3 +125,24 @@ def test_a_sigkilled_server_leaves_no_child(corral: ServerProcess) -> None:
         corral.process.wait(timeout=15)
         response.close()
     assert _gone(child)
+
+
+# A request's own template that runs until its execution bounds stop it (tens of seconds of CPU):
+# eight calls per iteration reach the step bound long before the range bound.
+SLOW_TEMPLATE = "{{ range $i := 999999 }}" + '{{ len "a" }}' * 8 + "{{ end }}"
+
+
+def test_sigterm_stops_the_server_while_a_template_renders(corral: ServerProcess) -> None:
+    """Python cannot stop a thread: the render must not be one the interpreter waits for at exit."""
+    body = {**RUNAWAY, "template": SLOW_TEMPLATE, "stream": False}
+    with httpx.Client(timeout=60) as client:
+        client.post(corral.url + "/api/generate", json={"model": "endless"})  # loaded: the render starts at once
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.post, corral.url + "/api/generate", json=body)
+            time.sleep(1.0)  # the render is running (it takes far longer than this)
+            started = time.monotonic()
+            corral.process.send_signal(signal.SIGTERM)
+            assert corral.process.wait(timeout=30) == 0
+            assert time.monotonic() - started < 8
+            with contextlib.suppress(httpx.HTTPError):
+                pending.result()

@@ -16,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from registry import __version__
-from registry.cli.client import CorralClient
+from registry.cli.client import CorralClient, base_url
 from registry.cli.common import AddCommand, client, human_ago, table
 from registry.config import Settings
 from registry.model.modelfile import ModelfileError, parse_modelfile, parse_parameters
@@ -154,7 +156,17 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
-    print(f"corral version {__version__}")
+    """The server's version and, when it differs or no server answers, the client's (as `ollama -v`)."""
+    try:
+        async with client(settings) as c:
+            server = (await c.request("GET", "/api/version")).get("corral", "")
+    except aiohttp.ClientConnectionError:
+        print(f"Warning: could not connect to a running corral at {base_url(settings.host)}")
+        print(f"Warning: client version is {__version__}")
+        return 0
+    print(f"corral version is {server}")
+    if server != __version__:
+        print(f"Warning: client version is {__version__}")
     return 0
 
 
@@ -172,4 +184,4 @@ def add_parsers(add: AddCommand) -> None:
     p = add("cp", cmd_cp, "copy a model")
     p.add_argument("source")
     p.add_argument("destination")
-    add("version", cmd_version, "print corral's version", aliases=("--version",))
+    add("version", cmd_version, "print the server's and the client's version")

@@ -8,8 +8,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from registry.cli import airgap, cache, library, mirror, runner
-from registry.cli.client import ClientError
+from registry.cli.client import ClientError, base_url
 from registry.cli.common import Command, settings_from_args
 from registry.config import SettingsError
 from registry.model.modelfile import ModelfileError
@@ -21,7 +23,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corral", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--version", action="store_true", help="print the server's and the client's version")
+    sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="start the server")
     _add_common(serve)
@@ -43,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        args.command, args.func, args.config = "version", library.cmd_version, None
+    elif args.command is None:
+        parser.error("the following arguments are required: command")
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:
@@ -55,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     try:
         return asyncio.run(args.func(args, settings))
+    except aiohttp.ClientConnectionError as exc:
+        if not isinstance(exc, aiohttp.ClientConnectorError):
+            print(f"Error: the connection to corral at {base_url(settings.host)} failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"Error: could not connect to corral at {base_url(settings.host)} — is `corral serve` running?",
+              file=sys.stderr)
+        return 1
     except (ClientError, ModelfileError, OSError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +14,11 @@ import httpx
 import ollama
 import pytest
 
+from registry import __version__
 from tests.support.digests import sha256_file
 from tests.support.legacy_pull import LegacyPuller, part_ranges
 from tests.support.models import CHATML_TEMPLATE, smollm2_gguf, write_modelfile
-from tests.support.server import ServerProcess, run_cli, start_server
+from tests.support.server import ServerProcess, base_env, free_port, run_cli, start_server
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +124,26 @@ def test_create_rejects_a_file_that_is_not_gguf(server: ServerProcess, tmp_path:
     created = run_cli(server, "create", "junk", "-f", str(tmp_path / "Modelfile"))
     assert created.returncode == 1
     assert "GGUF" in created.stderr
+
+
+def test_cli_version_names_the_servers_and_warns_of_a_different_client(server: ServerProcess) -> None:
+    shown = run_cli(server, "-v")
+    assert (shown.returncode, shown.stdout) == (0, f"corral version is {__version__}\n")
+    assert run_cli(server, "--version").stdout == run_cli(server, "version").stdout == shown.stdout
+
+
+def test_cli_without_a_running_server_says_so_in_one_line(tmp_path: Path) -> None:
+    port = free_port()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "registry.cli", *args], env=base_env(tmp_path, port),
+                              capture_output=True, text=True, timeout=60)
+
+    listing = cli("list")
+    assert (listing.returncode, listing.stdout) == (1, "")
+    assert listing.stderr == (f"Error: could not connect to corral at http://127.0.0.1:{port}"
+                              " — is `corral serve` running?\n")
+    version = cli("-v")
+    assert (version.returncode, version.stdout) == (0, f"Warning: could not connect to a running corral at "
+                                                       f"http://127.0.0.1:{port}\nWarning: client version is "
+                                                       f"{__version__}\n")

@@ -11,7 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,11 +354,14 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    only: Collection[str] | None = None,
 ) -> Settings:
     """Build Settings from defaults < TOML file < environment < overrides (CLI flags).
 
     The config file is ``config_file``, else ``$CORRAL_CONFIG``, else none. Unknown TOML keys are an
-    error, because a misspelt quota silently ignored is worse than a refusal to start.
+    error, because a misspelt quota silently ignored is worse than a refusal to start. With `only`,
+    the other settings keep their defaults: a client command reads the few it uses, so a bad value
+    of a server-only setting in the shared environment does not stop it.
     """
     env = os.environ if env is None else env
     if config_file is None and env.get("CORRAL_CONFIG"):
@@ -381,6 +384,9 @@ def load_settings(
     for spec in SETTINGS_SPEC:
         raw: Any = spec.default
         source = "default"
+        if only is not None and spec.field not in only:
+            values[spec.field] = _parse(spec, raw, source)
+            continue
         from_file = _toml_lookup(data, spec.key)
         if from_file is not _MISSING:
             raw, source = from_file, spec.key

@@ -50,6 +50,7 @@ class TarReader:
     def __init__(self, read_exactly: Callable[[int], Awaitable[bytes]]) -> None:
         self._read = read_exactly
         self._last = "(start of archive)"
+        self._begun = False  # a first header was read: before it, a failure means this is no tar at all
 
     async def next(self) -> Entry | None:
         """The next entry's header, or None after the complete end-of-archive marker.
@@ -60,6 +61,8 @@ class TarReader:
         try:
             block = await self._read(BLOCK)
         except EOFError:
+            if not self._begun:
+                raise TarFormatError("not a tar archive: shorter than one tar header") from None
             raise TarFormatError(f"archive is truncated after {self._last}") from None
         if block == END[:BLOCK]:
             try:
@@ -72,7 +75,10 @@ class TarReader:
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
         except (tarfile.HeaderError, UnicodeDecodeError) as exc:
+            if not self._begun:
+                raise TarFormatError(f"not a tar archive: its first block is no tar header ({exc})") from None
             raise TarFormatError(f"invalid tar header after {self._last}: {exc}") from None
+        self._begun = True
         if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             raise TarFormatError(f"entry {info.name}: only regular files are allowed in a bundle")
         self._last = info.name

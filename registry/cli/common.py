@@ -27,10 +27,15 @@ class AddCommand(Protocol):
     ) -> argparse.ArgumentParser: ...
 
 
+CLIENT_SETTINGS = ("host", "admin_token", "models")  # all that a command other than `serve` reads
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The settings as the config file and environment give them, with the command-line flags on top."""
+    """The settings as the config file and environment give them, with the command-line flags on top;
+    for a client command only those it reads, so a server-only setting cannot break it."""
     overrides = {k: getattr(args, k, None) for k in ("host", "models", "tls_cert", "tls_key")}
-    return load_settings(config_file=getattr(args, "config", None), overrides=overrides)
+    only = None if args.command == "serve" else CLIENT_SETTINGS
+    return load_settings(config_file=getattr(args, "config", None), overrides=overrides, only=only)
 
 
 def client(settings: Settings) -> CorralClient:

@@ -94,3 +94,11 @@ def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
     for spec in SETTINGS_SPEC:
         assert spec.env in readme, spec.env
+
+
+def test_a_client_reads_only_its_settings_so_a_bad_server_setting_does_not_stop_it() -> None:
+    env = {"CORRAL_MAX_CACHE": "lots", "OLLAMA_HOST": "10.0.0.5:8080", "CORRAL_ADMIN_TOKEN": "t"}
+    with pytest.raises(SettingsError, match="CORRAL_MAX_CACHE"):
+        load_settings(env=env)
+    client = load_settings(env=env, only=("host", "admin_token", "models"))
+    assert (client.host.port, client.admin_token, client.max_cache) == (8080, "t", 0)

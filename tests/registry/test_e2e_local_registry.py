@@ -147,3 +147,10 @@ def test_cli_without_a_running_server_says_so_in_one_line(tmp_path: Path) -> Non
     assert (version.returncode, version.stdout) == (0, f"Warning: could not connect to a running corral at "
                                                        f"http://127.0.0.1:{port}\nWarning: client version is "
                                                        f"{__version__}\n")
+
+
+def test_a_bad_server_only_setting_does_not_break_a_client_command(server: ServerProcess) -> None:
+    env = {**base_env(server.root, server.port), "CORRAL_MAX_CACHE": "lots"}
+    listing = subprocess.run([sys.executable, "-m", "registry.cli", "list"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert listing.returncode == 0 and "smollm2:latest" in listing.stdout, listing.stderr

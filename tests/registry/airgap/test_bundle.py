@@ -177,8 +177,10 @@ def _traversal(bundle: bytes) -> bytes:
     (lambda b: b[:-1] + b"x", "invalid end-of-archive marker"),
     (_extra_file, "entry 'notes.txt' is not listed"),
     (_traversal, "entry 'blobs/../../../tmp/"),
+    (lambda b: b"hello\n", "not a tar archive: shorter than one tar header"),
+    (lambda b: b"{" * 4096, "not a tar archive: its first block is no tar header"),
 ], ids=["flipped-byte", "truncated", "last-byte-missing", "last-block-missing", "end-marker-not-zero",
-        "extra-file", "path-traversal"])
+        "extra-file", "path-traversal", "a-text-file", "not-a-tar"])
 async def test_tampered_bundle_imports_nothing(source: TestClient, target_factory: TargetFactory,
                                                tamper: Callable[[bytes], bytes],
                                                message: str) -> None:

@@ -16,6 +16,7 @@ ollama API side: when corral listens beyond loopback, every `/api` route that ch
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -28,7 +29,14 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from registry.auth.keys import SignatureError, key_blob, token_request_data, verify_challenge
+from registry.auth.keys import (
+    SignatureError,
+    key_blob,
+    load_or_create_key,
+    public_key_line,
+    token_request_data,
+    verify_challenge,
+)
 from registry.auth.presigned import PresignedBlobs
 from registry.config import Settings
 from registry.web.errors import UNAUTHORIZED, OciError, api_error_response, oci_error_response
@@ -199,6 +207,12 @@ class Authenticator:
             "expires_in": int(TOKEN_TTL),
             "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
+
+    async def public_key(self, request: web.Request) -> web.Response:
+        """GET /api/corral/key: the key this server signs pushes and token requests with. `corral key`
+        asks for it, since the CLI may run with another home or models folder than the service."""
+        key = await asyncio.to_thread(load_or_create_key, self.settings.key_path)
+        return web.json_response({"key": public_key_line(key), "path": str(self.settings.key_path)})
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from registry.airgap.bundle_index import INDEX_NAME, BundleError, BundleIndex
 from registry.auth.certs import SERVER_DAYS, create_certificates, trust_instructions
-from registry.auth.keys import key_blob, load_or_create_key, public_key_line
+from registry.auth.keys import key_blob
 from registry.cli.common import AddCommand, client
 from registry.cli.progress import ProgressBars
 from registry.config import Settings
@@ -116,9 +116,11 @@ async def cmd_cert(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_key(args: argparse.Namespace, settings: Settings) -> int:
-    key = await asyncio.to_thread(load_or_create_key, settings.key_path)
-    print(public_key_line(key))
-    print(f"(corral's key is {settings.key_path}; add this line to another corral's "
+    """The running server's key, asked of it: the CLI's own OLLAMA_MODELS may name another folder."""
+    async with client(settings) as c:
+        answer = await c.request("GET", "/api/corral/key")
+    print(answer["key"])
+    print(f"(corral's key is {answer['path']} on the server; add this line to another corral's "
           f"authorized_keys, e.g. with `corral authorize`, to let this corral push there)", file=sys.stderr)
     return 0
 

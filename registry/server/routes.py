@@ -89,6 +89,7 @@ def route_table(h: Handlers) -> list[web.RouteDef]:
         web.get("/metrics", h.metrics.handle),
         web.get("/corral", h.cache.status_page),
         web.get("/api/corral/status", h.cache.status_json),
+        web.get("/api/corral/key", h.auth.public_key),
         web.post("/api/corral/prune", h.cache.prune),
         web.post("/api/corral/scrub", h.cache.scrub),
         web.post("/api/corral/pin", h.cache.pin),

@@ -154,3 +154,15 @@ def test_a_bad_server_only_setting_does_not_break_a_client_command(server: Serve
     listing = subprocess.run([sys.executable, "-m", "registry.cli", "list"], env=env, capture_output=True, text=True,
                              timeout=60)
     assert listing.returncode == 0 and "smollm2:latest" in listing.stdout, listing.stderr
+
+
+def test_cli_key_shows_the_running_servers_key_not_a_new_one(server: ServerProcess, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "my-home-models"  # the CLI user's own OLLAMA_MODELS, not the service's
+    env = {**base_env(server.root, server.port), "OLLAMA_MODELS": str(elsewhere)}
+    shown = subprocess.run([sys.executable, "-m", "registry.cli", "key"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    server_key = (server.root / "models" / "id_ed25519.pub").read_text().split()[:2]
+    assert shown.stdout.split()[:2] == server_key
+    assert str(server.root / "models" / "id_ed25519") in shown.stderr
+    assert not elsewhere.exists()

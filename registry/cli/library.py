@@ -160,7 +160,9 @@ async def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with client(settings) as c:
             server = (await c.request("GET", "/api/version")).get("corral", "")
-    except aiohttp.ClientConnectionError:
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc, aiohttp.ClientSSLError):  # a server answered that this client does not trust
+            raise
         print(f"Warning: could not connect to a running corral at {base_url(settings.host)}")
         print(f"Warning: client version is {__version__}")
         return 0

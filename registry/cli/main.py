@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     try:
         return asyncio.run(args.func(args, settings))
-    except aiohttp.ClientConnectionError as exc:
-        if not isinstance(exc, aiohttp.ClientConnectorError):
-            print(f"Error: the connection to corral at {base_url(settings.host)} failed: {exc}", file=sys.stderr)
-            return 1
-        print(f"Error: could not connect to corral at {base_url(settings.host)} — is `corral serve` running?",
-              file=sys.stderr)
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc, aiohttp.ClientSSLError):  # a server answered, but not one this client trusts
+            print(f"Error: {exc}", file=sys.stderr)
+        else:
+            print(f"Error: could not connect to corral at {base_url(settings.host)} — is `corral serve` running?",
+                  file=sys.stderr)
         return 1
     except (ClientError, ModelfileError, OSError) as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -9,6 +9,8 @@ surprises, and cheap to compare for TTLs and LRU ordering.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -174,13 +176,27 @@ def make_migration_engine(url: str) -> AsyncEngine:
     return engine
 
 
+WAL_SWITCH_ATTEMPTS = 200  # 10 s, busy_timeout's length
+
+
 def _sqlite_wal(dbapi_conn, _record) -> None:
     """WAL lets readers proceed during writes; busy_timeout absorbs brief write contention between
-    the server and a CLI maintenance command, and is set first so the switch to WAL waits too."""
+    two processes on one catalogue, and is set first so the switch to WAL waits too. On a brand-new
+    file two processes switching at the same moment can still get "database is locked" at once
+    (SQLite does not call the busy handler there): the switch is retried, as the timeout would."""
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.close()
+    try:
+        cur.execute("PRAGMA busy_timeout=10000")
+        for attempt in range(WAL_SWITCH_ATTEMPTS):
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05)  # a connect hook: this runs in the driver's thread, not on the event loop
+    finally:
+        cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn, record) -> None:

@@ -58,11 +58,7 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARN
 _ERROR_LINE = re.compile(r"error|what\(\)|exception|abort", re.IGNORECASE)
 
 
-class _Stream:
-    """One request's events as they arrive from the child."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Event | RequestError | list[list[float]]] = asyncio.Queue()
+_Stream = asyncio.Queue[Event | RequestError | list[list[float]]]  # one request's events as the child sends them
 
 
 class EngineProcess:
@@ -179,7 +175,7 @@ class EngineProcess:
             request_id, stream = self._open({"op": "complete", "completion": wire.completion_to_wire(request)})
             try:
                 while True:
-                    event = await stream.queue.get()
+                    event = await stream.get()
                     if isinstance(event, RequestError):
                         raise event
                     assert isinstance(event, Piece | Finished)
@@ -195,7 +191,7 @@ class EngineProcess:
         async with self._slot():
             request_id, stream = self._open({"op": "embed", "inputs": inputs})
             try:
-                result = await stream.queue.get()
+                result = await stream.get()
             finally:
                 self._streams.pop(request_id, None)
             if isinstance(result, RequestError):
@@ -288,18 +284,18 @@ class EngineProcess:
         if stream is None:  # a request already gone (cancelled): its last frames are dropped
             return
         if "t" in message:
-            stream.queue.put_nowait(Piece(message["t"], tuple(message.get("l", ()))))
+            stream.put_nowait(Piece(message["t"], tuple(message.get("l", ()))))
         elif "d" in message:
             self.steps = int(message.get("s", self.steps))
-            stream.queue.put_nowait(wire.finished_from_wire(message["d"]))
+            stream.put_nowait(wire.finished_from_wire(message["d"]))
         elif "v" in message:
-            stream.queue.put_nowait(message["v"])
+            stream.put_nowait(message["v"])
         else:
-            stream.queue.put_nowait(RequestError(int(message.get("c", 500)), str(message.get("e", "runner failed"))))
+            stream.put_nowait(RequestError(int(message.get("c", 500)), str(message.get("e", "runner failed"))))
 
     def _fail_all(self, error: RequestError) -> None:
         for stream in self._streams.values():
-            stream.queue.put_nowait(error)
+            stream.put_nowait(error)
         self._streams.clear()
 
     async def _exit_reason(self) -> str:

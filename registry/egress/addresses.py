@@ -11,6 +11,7 @@ versions) NAT64 addresses global.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 
@@ -26,10 +27,8 @@ def parse_ip(host: str) -> IPAddress | None:
     (`127.1`, `2130706433`, `0x7f.1`), which some resolvers and proxies still map onto an address.
     """
     text = host.strip("[]")
-    try:
+    with contextlib.suppress(ValueError):
         return ipaddress.ip_address(text)
-    except ValueError:
-        pass
     if text and all(c in "0123456789abcdefx." for c in text.lower()) and text[0].isdigit():
         try:
             return ipaddress.IPv4Address(socket.inet_aton(text))

@@ -79,7 +79,7 @@ class AddressNotAllowed(EgressRefused):
 
 
 class RedirectNotAllowed(EgressRefused):
-    pass
+    """A registry redirected off its own host, or past the hop limit: its answer is not taken."""
 
 
 @dataclass(frozen=True)

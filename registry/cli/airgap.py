@@ -19,7 +19,7 @@ from registry.airgap.bundle_index import INDEX_NAME, BundleError, BundleIndex
 from registry.auth.certs import SERVER_DAYS, create_certificates, trust_instructions
 from registry.auth.keys import key_blob
 from registry.cli.common import AddCommand, client
-from registry.cli.progress import ProgressBars
+from registry.cli.progress import EventProgress, Progress
 from registry.config import Settings
 from registry.storage.store import read_file_chunks
 
@@ -27,11 +27,9 @@ CHUNK = 1024 * 1024
 
 
 async def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
-    bars = ProgressBars()
-    async with client(settings) as c:
+    async with client(settings) as c, EventProgress() as progress:
         async for event in c.stream("/api/push", {"model": args.model, "insecure": args.insecure}):
-            bars.update(event)
-    bars.close()
+            progress.update(event)
     return 0
 
 
@@ -59,10 +57,10 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         exclude = sorted(str(d) for d in previous.digests())
     output = Path(args.output)
     partial = output.with_name(output.name + ".partial")
-    bars = ProgressBars()
     body = {"models": args.models, "exclude": exclude, "sign": args.sign}
-    async with client(settings) as c, c.download("/api/corral/export", body) as resp:
+    async with client(settings) as c, Progress() as progress, c.download("/api/corral/export", body) as resp:
         total = resp.content_length or 0
+        label = f"writing {output.name}"
         f = await asyncio.to_thread(open, partial, "wb")
         try:
             written = 0
@@ -70,14 +68,13 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
                 await asyncio.to_thread(f.write, chunk)
                 written += len(chunk)
                 if total:
-                    bars.bar("exporting", str(output), written, total)
+                    progress.transfer(str(output), label, total, written)
             await asyncio.to_thread(os.fsync, f.fileno())
         except BaseException:
             f.close()
             partial.unlink(missing_ok=True)
             raise
         f.close()
-    bars.close()
     if total and written != total:
         partial.unlink(missing_ok=True)
         print(f"Error: export ended after {written} of {total} bytes", file=sys.stderr)
@@ -91,19 +88,16 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.file) == bool(args.ollama_dir):
         print("Error: give either a bundle FILE or --ollama-dir DIR", file=sys.stderr)
         return 2
-    bars = ProgressBars()
     result: dict[str, object] = {}
-    async with client(settings) as c:
+    async with client(settings) as c, EventProgress() as progress:
         if args.ollama_dir:
             root = await asyncio.to_thread(lambda: Path(args.ollama_dir).expanduser().resolve())
-            async for event in c.stream("/api/corral/import/ollama", {"path": str(root)}):
-                bars.update(event)
-                result = event
+            events = c.stream("/api/corral/import/ollama", {"path": str(root)})
         else:
-            async for event in c.stream("/api/corral/import", None, data=read_file_chunks(Path(args.file))):
-                bars.update(event)
-                result = event
-    bars.close()
+            events = c.stream("/api/corral/import", None, data=read_file_chunks(Path(args.file)))
+        async for event in events:
+            progress.update(event)
+            result = event
     print("imported: " + ", ".join(result.get("models", [])))
     return 0
 

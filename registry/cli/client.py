@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -87,7 +87,7 @@ class CorralClient:
         async with self.session.head(f"{self.base}/api/blobs/{digest}") as resp:
             return resp.status == 200
 
-    async def upload_blob(self, digest: str, path) -> None:
-        with open(path, "rb") as f:  # noqa: ASYNC230 - aiohttp streams the file object itself
-            async with self.session.post(f"{self.base}/api/blobs/{digest}", data=f) as resp:
-                await self._raise_for(resp)
+    async def upload_blob(self, digest: str, data: AsyncIterable[bytes]) -> None:
+        """POST a blob's bytes, streamed from `data` (the server checks them against `digest`)."""
+        async with self.session.post(f"{self.base}/api/blobs/{digest}", data=data) as resp:
+            await self._raise_for(resp)

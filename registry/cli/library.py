@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
 from registry import __version__
 from registry.cli.client import CorralClient, base_url
 from registry.cli.common import AddCommand, client, human_ago, table
+from registry.cli.progress import EventProgress, Progress
 from registry.config import Settings
 from registry.model.modelfile import ModelfileError, parse_modelfile, parse_parameters
-from registry.storage.store import hash_file
+from registry.storage.store import hash_file, read_file_chunks
 from registry.units import format_byte_size
 
 
@@ -38,17 +41,13 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with client(settings) as c:
-        data = await c.request("POST", "/api/show", {"model": args.model})
-    for flag in ("modelfile", "parameters", "template", "system", "license"):
-        if getattr(args, flag):
-            print(data.get(flag, ""))
-            return 0
+def print_info(data: dict[str, Any], out: TextIO | None = None) -> None:
+    """An /api/show answer as `ollama show` prints it: model, capabilities, parameters, license."""
+    out = out or sys.stdout
     details = data.get("details", {})
     info = data.get("model_info", {})
     arch = info.get("general.architecture", details.get("family", ""))
-    print("  Model")
+    print("  Model", file=out)
     for label, value in (
         ("architecture", arch),
         ("parameters", details.get("parameter_size", "")),
@@ -57,19 +56,28 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         ("quantization", details.get("quantization_level", "")),
     ):
         if value != "":
-            print(f"    {label:<20}{value}")
-    if data.get("capabilities"):
-        print("\n  Capabilities")
-        for cap in data["capabilities"]:
-            print(f"    {cap}")
-    if data.get("parameters"):
-        print("\n  Parameters")
-        for line in data["parameters"].splitlines():
-            print(f"    {line}")
-    if data.get("license"):
-        print("\n  License")
-        for line in data["license"].strip().splitlines()[:2]:
-            print(f"    {line}")
+            print(f"    {label:<20}{value}", file=out)
+    sections = (
+        ("Capabilities", data.get("capabilities") or []),
+        ("Parameters", (data.get("parameters") or "").splitlines()),
+        ("License", (data.get("license") or "").strip().splitlines()[:2]),
+    )
+    for title, lines in sections:
+        if lines:
+            print(f"\n  {title}", file=out)
+            for line in lines:
+                print(f"    {line}", file=out)
+    print(file=out)
+
+
+async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    async with client(settings) as c:
+        data = await c.request("POST", "/api/show", {"model": args.model})
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        if getattr(args, flag):
+            print(data.get(flag, ""))
+            return 0
+    print_info(data)
     return 0
 
 
@@ -88,14 +96,25 @@ async def cmd_cp(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _upload(c: CorralClient, path: Path) -> str:
+async def _counted(chunks: AsyncIterable[bytes], moved: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """The chunks of an upload, telling `moved` how many bytes have gone so far."""
+    sent = 0
+    async for chunk in chunks:
+        yield chunk
+        sent += len(chunk)
+        moved(sent)
+
+
+async def _upload(c: CorralClient, path: Path, progress: Progress) -> str:
+    """Send a local file as a blob unless the server has it, a bar showing the upload."""
     if not await asyncio.to_thread(path.is_file):
         raise ModelfileError(f"no such file: {path}")
-    digest, _ = await hash_file(path)
+    digest, size = await hash_file(path)
     if not await c.blob_exists(str(digest)):
-        print(f"copying file {digest} 0%", file=sys.stderr)
-        await c.upload_blob(str(digest), path)
-        print(f"copying file {digest} 100%", file=sys.stderr)
+        label = f"copying file {digest.short}"
+        progress.transfer(str(digest), label, size, 0)
+        moved = functools.partial(progress.transfer, str(digest), label, size)
+        await c.upload_blob(str(digest), _counted(read_file_chunks(path), moved))
     return str(digest)
 
 
@@ -107,25 +126,25 @@ def _local_path(arg: str, base: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-async def build_create_request(c: CorralClient, name: str, modelfile: Path) -> dict[str, Any]:
+async def build_create_request(c: CorralClient, name: str, modelfile: Path, progress: Progress) -> dict[str, Any]:
     parsed = parse_modelfile(await asyncio.to_thread(modelfile.read_text))
     body: dict[str, Any] = {"model": name}
     params: list[tuple[str, str]] = []
     messages: list[dict[str, str]] = []
     licenses: list[str] = []
-    print("gathering model components", file=sys.stderr)
+    progress.step("gathering model components")
     for command, arg in parsed.commands:
         if command == "from":
             path = await asyncio.to_thread(_local_path, arg, modelfile.parent)
             if path is None:
                 body["from"] = arg
             else:
-                body["files"] = {path.name: await _upload(c, path)}
+                body["files"] = {path.name: await _upload(c, path, progress)}
         elif command == "adapter":
             path = await asyncio.to_thread(_local_path, arg, modelfile.parent)
             if path is None:
                 raise ModelfileError(f"adapter file not found: {arg}")
-            body["adapters"] = {path.name: await _upload(c, path)}
+            body["adapters"] = {path.name: await _upload(c, path, progress)}
         elif command in ("template", "system", "renderer", "parser", "requires"):
             body[command] = arg
         elif command == "license":
@@ -148,10 +167,10 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     modelfile = Path(args.file)
     if await asyncio.to_thread(modelfile.is_dir):
         modelfile = modelfile / "Modelfile"
-    async with client(settings) as c:
-        body = await build_create_request(c, args.model, modelfile)
+    async with client(settings) as c, EventProgress() as progress:
+        body = await build_create_request(c, args.model, modelfile, progress)
         async for event in c.stream("/api/create", body):
-            print(event.get("status", ""), file=sys.stderr)
+            progress.update(event)
     return 0
 
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 import argparse
 
 from registry.cli.common import AddCommand, client
-from registry.cli.progress import ProgressBars
+from registry.cli.progress import EventProgress, pull_label
 from registry.config import Settings
 
 
 async def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
-    bars = ProgressBars()
-    try:
-        async with client(settings) as c:
-            async for event in c.stream("/api/pull", {"model": args.model, "insecure": args.insecure}):
-                bars.update(event)
-    finally:
-        bars.close()
+    async with client(settings) as c, EventProgress(label=pull_label, skip_unstarted=True) as progress:
+        async for event in c.stream("/api/pull", {"model": args.model, "insecure": args.insecure}):
+            progress.update(event)
     return 0
 
 

@@ -253,6 +253,9 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
           "Cap on GPU memory used for offloaded layers, 0 = no cap."),
     _Spec("load_timeout", "OLLAMA_LOAD_TIMEOUT", "runner.load_timeout", 300.0, parse_duration_setting,
           "Longest a model load may take."),
+    # --- the CLI's own
+    _Spec("nohistory", "OLLAMA_NOHISTORY", "client.nohistory", False, _bool,
+          "`corral run` keeps no history of typed lines in ~/.corral/history."),
 )
 
 
@@ -296,6 +299,7 @@ class Settings:
     llm_library: str
     max_vram: int
     load_timeout: float
+    nohistory: bool
 
     @property
     def blobs_dir(self) -> Path:

@@ -27,7 +27,7 @@ class AddCommand(Protocol):
     ) -> argparse.ArgumentParser: ...
 
 
-CLIENT_SETTINGS = ("host", "admin_token", "models")  # all that a command other than `serve` reads
+CLIENT_SETTINGS = ("host", "admin_token", "models", "nohistory")  # all that a command other than `serve` reads
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -2,7 +2,7 @@
 the runner's routes, resolved from a dict, driven with the real `ollama` client.
 
 The fixtures are re-exported by the conftest of each test package that drives a runner (the
-runner's own tests and the CLI's `run`/`ps`/`stop` tests)."""
+runner's own tests and the CLI's `ps`/`stop` tests)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Fixtures for the CLI's runner commands: runners serving SmolLM2 or the scripted bigram model in-process."""
+"""Fixtures for the CLI's `ps`/`stop` tests: a runner serving SmolLM2 in-process."""
 
-from tests.support.runner import harness, scripted, start_runner
+from tests.support.runner import harness, start_runner
 
-__all__ = ["harness", "scripted", "start_runner"]
+__all__ = ["harness", "start_runner"]

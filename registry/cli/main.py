@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from registry.cli import airgap, cache, library, mirror, runner
+from registry.cli import airgap, cache, completion, library, mirror, runner
 from registry.cli.client import ClientError, base_url
 from registry.cli.common import Command, settings_from_args
 from registry.config import SettingsError
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for commands in (library, runner, airgap, mirror, cache):
         commands.add_parsers(add)
+    p = add("completion", completion.printer(parser), "print a shell completion script")
+    p.add_argument("shell", choices=completion.SHELLS)
     return parser
 
 

@@ -1,5 +1,5 @@
 """Progress on stderr in ollama's look: one line per step, a spinner while a step runs, a bar for
-each transfer (`pulling 1a2b3c4d5e6f:  45% ▕████      ▏ 450 MB/1.0 GB  52 MB/s   10s`).
+each transfer (`pulling 1a2b3c4d5e6f:  45% ▕████      ▏ 450 MB/1.0 GB   52 MB/s     10s`).
 
 On a terminal every line is redrawn in place ten times a second, each fitted to the terminal's
 width so that nothing wraps (a wrapped line would break the redraw, which counts lines). When

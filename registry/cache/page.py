@@ -56,7 +56,7 @@ table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e4e7eb; vertical-align: top; }
 th { color: #52606d; font-weight: 600; font-size: .85em; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.error { color: #ba2525; font-size: .9em; overflow-wrap: break-word; }
+td.error { color: #ba2525; font-size: .9em; overflow-wrap: anywhere; }  /* long error words must not widen the card */
 .none { color: #7b8794; margin: .3em 0; }
 .badge { display: inline-block; padding: 0 .55em; border-radius: 9px; font-size: .85em; font-weight: 600;
   white-space: nowrap; }

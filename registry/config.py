@@ -21,6 +21,7 @@ from registry.units import parse_byte_size, parse_duration_setting
 
 DEFAULT_PORT = 11434
 DATABASE_NAME = "corral.db"
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -147,6 +148,13 @@ def _debug_level(text: str) -> int:
     return n
 
 
+def _log_format(text: str) -> str:
+    s = str(text).strip().lower()
+    if s not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return s
+
+
 def _positive_duration(text: str) -> float:
     seconds = parse_duration_setting(str(text))
     if seconds <= 0:
@@ -185,6 +193,9 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
     _Spec("origins", "OLLAMA_ORIGINS", "server.origins", (), _list,
           "Extra allowed CORS origins (comma list), on top of ollama's localhost/app/vscode defaults."),
     _Spec("debug", "OLLAMA_DEBUG", "server.debug", 0, _debug_level, "Log level: 0 info, 1 debug, 2 trace."),
+    _Spec("log_format", "CORRAL_LOG_FORMAT", "server.log_format", "text", _log_format,
+          "Log lines on stderr: 'text', or 'json' (one object per line with time, level, logger, message "
+          "and the access fields)."),
     _Spec("tls_cert", "CORRAL_TLS_CERT", "server.tls_cert", "", _optional_path, "PEM certificate for https."),
     _Spec("tls_key", "CORRAL_TLS_KEY", "server.tls_key", "", _optional_path, "PEM private key for https."),
     _Spec("admin_token", "CORRAL_ADMIN_TOKEN", "server.admin_token", "", str,
@@ -266,6 +277,7 @@ class Settings:
     host: ListenAddress
     origins: tuple[str, ...]
     debug: int
+    log_format: str
     tls_cert: Path | None
     tls_key: Path | None
     admin_token: str

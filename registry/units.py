@@ -3,7 +3,8 @@
 Durations use Go's grammar ("1h30m", "250ms", "-1m", "0") through the runner's stdlib-only
 parser (`runner.duration`), the one `keep_alive` in requests goes through, so a setting and a
 request accept exactly the same text; byte sizes accept decimal and binary units because
-operators write quotas as "200GB" or "1.5TiB".
+operators write quotas as "200GB" or "1.5TiB". Formatting goes the other way, as ollama prints
+sizes, and the CPU/GPU split of a loaded model's bytes as `ollama ps` prints it.
 """
 
 from __future__ import annotations
@@ -70,3 +71,15 @@ def format_byte_size(n: int) -> str:
             return f"{value:.0f} {unit}" if value >= 10 else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+def format_processor(size: int, size_vram: int) -> str:
+    """Where a loaded model's bytes live, as `ollama ps` says it: "100% GPU", "48%/52% CPU/GPU"."""
+    if size_vram == 0:
+        return "100% CPU"
+    if size_vram == size:
+        return "100% GPU"
+    if size_vram > size or size == 0:
+        return "Unknown"
+    cpu = round((size - size_vram) / size * 100)
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"

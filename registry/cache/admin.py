@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from registry.cache.page import render_page
 from registry.cache.prune import Pruner
 from registry.cache.scrub import Scrubber
-from registry.cache.status import CacheStatus, render_page
+from registry.cache.status import CacheStatus
 from registry.storage.catalog import Catalog, ModelNotFound
 from registry.web.errors import ApiError
 from registry.web.jsonbody import field, model_field, parse_name, read_json_object

@@ -19,7 +19,7 @@ from registry.cli.common import AddCommand, client, table
 from registry.cli.interactive import InteractiveChat, print_loaded_messages
 from registry.cli.lineinput import LineInput, history_file
 from registry.config import Settings
-from registry.units import format_byte_size
+from registry.units import format_byte_size, format_processor
 
 _FOREVER_AFTER = 100 * 365 * 86400  # an expiry further away than this is keep_alive < 0
 
@@ -67,17 +67,6 @@ def _until(expires_at: str) -> str:
     return "Less than a second from now"
 
 
-def _processor(size: int, size_vram: int) -> str:
-    if size_vram == 0:
-        return "100% CPU"
-    if size_vram == size:
-        return "100% GPU"
-    if size_vram > size or size == 0:
-        return "Unknown"
-    cpu = round((size - size_vram) / size * 100)
-    return f"{cpu}%/{100 - cpu}% CPU/GPU"
-
-
 async def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
     async with client(settings) as c:
         data = await c.request("GET", "/api/ps")
@@ -89,7 +78,7 @@ async def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
                 m["name"],
                 digest[:12],
                 format_byte_size(m["size"]),
-                _processor(m["size"], m["size_vram"]),
+                format_processor(m["size"], m["size_vram"]),
                 str(m["context_length"]),
                 _until(m["expires_at"]),
             ]

@@ -8,7 +8,8 @@ reads a blob in one piece can never receive a complete-looking copy of unverifie
 fill fails, the connection is cut, so the client sees a short body, never a wrong complete one.
 Ranged readers assembling a blob from parts (ollama) verify the sha256 themselves.
 Bytes go out with sendfile as soon as they are on disk: no copy through Python, so many readers
-of a filling blob cost little CPU and no memory.
+of a filling blob cost little CPU and no memory; how many went out is kept on the request
+(`SENDFILE_BYTES`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import BinaryIO
 from aiohttp import web
 
 from registry.mirror.fills import Fill, FillError
+from registry.mirror.responses import SENDFILE_BYTES
 
 
 def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
@@ -84,6 +86,7 @@ async def _send(request: web.Request, fill: Fill, file: BinaryIO, start: int, st
             raise ConnectionResetError("client disconnected")
         await loop.sendfile(transport, file, pos, end - pos)  # falls back to read/write under TLS
         pos = end
+        request[SENDFILE_BYTES] = pos - start
 
 
 def _open(fill: Fill) -> BinaryIO:

@@ -109,6 +109,7 @@ class Fill:
         self.error: FillError | None = None
         self.dirty = False
         self._changed = asyncio.Event()
+        self._clock: tuple[float, int] | None = None  # (monotonic time, bytes on disk) when the transfer began
 
     @property
     def digest(self) -> Digest:
@@ -121,6 +122,18 @@ class Fill:
     @property
     def verified(self) -> bool:
         return self.finished and self.error is None
+
+    def start_clock(self) -> None:
+        """Note when the transfer begins and what is on disk already (a resumed fill's bytes are not speed)."""
+        self._clock = (time.monotonic(), self.completed)
+
+    def speed(self) -> float | None:
+        """Bytes per second since the transfer began; None during its first second (too early to say)."""
+        if self._clock is None:
+            return None
+        began, before = self._clock
+        elapsed = time.monotonic() - began
+        return (self.completed - before) / elapsed if elapsed >= 1.0 else None
 
     def available(self, pos: int) -> int:
         """End of the run of bytes present on disk from `pos` (== pos when none is there yet)."""
@@ -293,6 +306,7 @@ class Fills:
             await self._ensure_room(fill, fill.size)
             await asyncio.to_thread(_allocate, fill.path, fill.size)
             fill.segments = segment_layout(fill.size, self.min_segment)
+        fill.start_clock()
         now = time.time()
         async with self.sessions.begin() as s:
             await s.merge(FillProgress(

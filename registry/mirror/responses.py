@@ -10,7 +10,11 @@ so the mirror does not know who counts.
 
 Bytes are counted for responses sent in full: ollama's downloader drops its first, Range-less
 GET of each blob right after the headers, and counting that response's whole length would
-double the bytes a pull appears to take.
+double the bytes a pull appears to take. Both kinds of blob response send their bodies with
+sendfile, past aiohttp's writer (whose count is a response's `body_length`), so each records the
+body bytes it sent under `SENDFILE_BYTES` on its request: that says whether a streamed answer went
+out in full (whether the client is still connected afterwards says nothing: a quick client has
+already read it all and closed), and the access log adds it to the bytes sent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
+from aiohttp.web_fileresponse import NOSENDFILE
 
 from registry.model.names import Digest, InvalidDigestError
 from registry.storage.leases import Lease
@@ -32,6 +37,9 @@ _SERVED = (200, 206)
 
 Sent = Callable[[int], None]
 """Told the number of bytes a blob response sent in full (0 when it was cut short)."""
+
+SENDFILE_BYTES: web.RequestKey[int] = web.RequestKey("corral sendfile bytes", int)
+"""Body bytes a blob response sent with sendfile (see the module docstring)."""
 
 
 class TrackedFileResponse(web.FileResponse):
@@ -50,7 +58,10 @@ class TrackedFileResponse(web.FileResponse):
         finally:
             self._lease.release()
             if request.method == "GET" and self.status in _SERVED:
-                self._on_sent(self.content_length if completed else 0)
+                sent = (self.content_length or 0) if completed else 0
+                if not NOSENDFILE:  # aiohttp's debugging switch sends through its writer instead
+                    request[SENDFILE_BYTES] = sent
+                self._on_sent(sent)
 
 
 class BlobMeter:
@@ -78,7 +89,6 @@ class BlobMeter:
             if readers[digest] <= 0:
                 del readers[digest]
         if not isinstance(response, web.FileResponse) and response.status in _SERVED and response.prepared:
-            transport = request.transport
-            completed = transport is not None and not transport.is_closing()  # a cut-off fill aborts the connection
-            self._on_miss((response.content_length or 0) if completed else 0)
+            sent = request.get(SENDFILE_BYTES, 0)
+            self._on_miss(sent if sent == response.content_length else 0)
         return response

@@ -17,6 +17,8 @@ One session for the whole process, made by the egress gate (`registry.egress`). 
   (no byte for `stall` seconds, ollama's 30 s) resumes with `Range` from the last byte received;
   a data URL that starts refusing (an expired presigned URL: 400/401/403/404/410) is dropped and
   re-resolved. Failures back off exponentially; attempts that made progress do not count.
+* Every attempt's outcome (an answer, or a failure worth retrying) goes to `health`
+  (`mirror.health`), which the status page and /metrics show.
 * A 401 with a Bearer challenge gets a token signed with corral's ed25519 key exactly as ollama
   signs it (protocol doc §3.1, `token_client`); tokens are cached per host and repository.
 """
@@ -24,12 +26,13 @@ One session for the whole process, made by the egress gate (`registry.egress`). 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import platform
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -41,6 +44,7 @@ from registry import __version__
 from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge
 from registry.config import Settings
 from registry.egress.gate import Egress
+from registry.mirror.health import UpstreamHealth
 from registry.model.names import DEFAULT_HOST, Digest, ModelName
 
 log = logging.getLogger("corral.upstream")
@@ -167,6 +171,7 @@ class Upstream:
         self.policy = policy or Policy()
         self.default = Endpoint(settings.upstream)
         self.rate = RateLimit(settings.upstream_rate)
+        self.health = UpstreamHealth()
         self._aliases = {DEFAULT_HOST, self.default.host}
         self._tokens: dict[tuple[str, str], str] = {}
         # where each blob's bytes are read from; None: the registry serves the blob itself
@@ -238,7 +243,8 @@ class Upstream:
         while cursor.pos < end:
             before = cursor.pos
             try:
-                await self._fetch_once(source, cursor, end, sink)
+                with self._contact(source.endpoint):
+                    await self._fetch_once(source, cursor, end, sink)
             except _Transient as exc:
                 failures = 1 if cursor.pos > before else failures + 1
                 if failures >= self.policy.blob_attempts:
@@ -255,6 +261,7 @@ class Upstream:
 
     async def _fetch_once(self, source: BlobSource, cursor: _Cursor, end: int, sink: Sink) -> None:
         resp = await self._open_data(source, cursor.pos, end)
+        self.health.answered(source.endpoint.base)  # now, not when the transfer ends minutes later
         async with resp:
             await self._pump(resp, cursor, end, sink)
 
@@ -339,7 +346,8 @@ class Upstream:
     async def _retrying(self, endpoint: Endpoint, op: Callable[[], Awaitable[T]], attempts: int) -> T:
         for failure in range(1, attempts + 1):
             try:
-                return await op()
+                with self._contact(endpoint):
+                    return await op()
             except _Transient as exc:
                 if failure == attempts:
                     raise Unavailable(endpoint.base, str(exc)) from None
@@ -347,6 +355,19 @@ class Upstream:
                 log.warning("%s: %s; retrying in %.1fs", endpoint.base, exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _contact(self, endpoint: Endpoint) -> Iterator[None]:
+        """Record one attempt's outcome in `health`: an answer (a refusal is one too) or a failure."""
+        try:
+            yield
+        except _Transient as exc:
+            self.health.failed(endpoint.base, str(exc))
+            raise
+        except Refused:
+            self.health.answered(endpoint.base)
+            raise
+        self.health.answered(endpoint.base)
 
     async def _registry(
         self,

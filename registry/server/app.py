@@ -32,11 +32,13 @@ from registry.config import Settings
 from registry.library.create import ModelCreator
 from registry.library.handlers import LibraryHandlers
 from registry.mirror.v2_reads import V2Reads
+from registry.server.access import AccessLogger, RequestCounts, access_log
 from registry.server.listen import ListenError, listen
+from registry.server.logs import configure_logging
 from registry.server.metrics import Metrics
-from registry.server.middleware import access_log, error_middleware
+from registry.server.middleware import error_middleware
 from registry.server.routes import Handlers, route_table
-from registry.server.runner_bridge import make_openai_routes
+from registry.server.runner_bridge import make_openai_routes, runner_status
 from registry.server.services import SERVICES, Services, build_services
 from registry.storage.owner import CatalogueInUse
 from registry.storage.store_lock import StoreInUse
@@ -49,7 +51,7 @@ uploads_log = logging.getLogger("corral.uploads")
 JANITOR_MAX_INTERVAL = 60.0
 
 
-def build_handlers(services: Services) -> Handlers:
+def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
     s = services
     settings = s.settings
     return Handlers(
@@ -64,10 +66,11 @@ def build_handlers(services: Services) -> Handlers:
                         settings.require_signed, settings.scratch_dir),
         ollama_import=OllamaFolderImport(s.catalog, s.store),
         cache=CacheAdmin(
-            CacheStatus(settings, s.lifecycle, s.catalog, s.in_flight, s.blob_meter.readers, s.counters),
+            CacheStatus(settings, s.lifecycle, s.catalog, s.in_flight, s.blob_meter.readers, s.counters,
+                        s.upstream.health, lambda: runner_status(s.runner)),
             s.lifecycle.pruner, s.lifecycle.scrubber, s.catalog,
         ),
-        metrics=Metrics(s.counters, s.fills, s.upstream, s.blob_meter.readers, s.runner),
+        metrics=Metrics(s.counters, s.fills, s.upstream, s.blob_meter.readers, s.runner, requests, s.store.root),
         runner=s.runner,
         openai=make_openai_routes(s.runner, s.catalog),
     )
@@ -76,9 +79,11 @@ def build_handlers(services: Services) -> Handlers:
 async def create_app(settings: Settings) -> web.Application:
     """Build every part, then the application that serves them."""
     services = await build_services(settings)
-    handlers = build_handlers(services)
+    requests = RequestCounts()
+    handlers = build_handlers(services, requests)
     app = web.Application(
         middlewares=[
+            requests.middleware,
             error_middleware,
             *cors.middlewares(settings),
             handlers.openai.middleware,
@@ -140,13 +145,6 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def configure_logging(settings: Settings) -> None:
-    level = logging.INFO if settings.debug == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.debug == 0:
-        access_log.setLevel(logging.WARNING)
-
-
 def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status.
 
@@ -183,7 +181,7 @@ async def _serve(settings: Settings, sockets: list[socket.socket], tls: ssl.SSLC
     lost = app[SERVICES].ownership.lost
     if settings.needs_admin_token and not settings.admin_token:
         log.warning("listening beyond loopback without CORRAL_ADMIN_TOKEN: admin and write routes are refused")
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=access_log, access_log_class=AccessLogger)
     try:
         await runner.setup()
         for sock in sockets:

@@ -1,4 +1,4 @@
-"""The outermost middleware: every failure answered in the dialect of its route, every request logged.
+"""Every failure answered in the dialect of its route (the access log is `server.access`).
 
 Handlers raise `ApiError`/`OciError` (or let anything else escape); this turns them into ollama's
 `{"error": …}` on `/api/*` and the registry's error list on `/v2/*`, maps a full disk to 507, and
@@ -7,9 +7,7 @@ never lets a traceback reach a client.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from aiohttp import web
 
@@ -17,37 +15,27 @@ from registry.storage.disk import DISK_FULL_MESSAGE, is_disk_full
 from registry.web.errors import UNAVAILABLE, UNKNOWN, ApiError, OciError, api_error_response, oci_error_response
 
 log = logging.getLogger("corral")
-access_log = logging.getLogger("corral.access")
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Map handler exceptions to the dialect of the route; never leak a traceback."""
-    start = time.perf_counter()
-    status = 500
     try:
-        response = await handler(request)
-        status = response.status
-        return response
+        return await handler(request)
     except ApiError as err:
-        status = err.status
         if request.path.startswith("/v2/"):
             return oci_error_response(UNKNOWN(err.message, status=err.status))
         return api_error_response(err.status, err.message)
     except OciError as err:
-        status = err.status
         return oci_error_response(err)
     except web.HTTPException as exc:
-        status = exc.status
         if exc.status >= 400 and request.path.startswith("/api/"):
             return api_error_response(exc.status, exc.reason)
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
-        status = 499
-        raise
+    except ConnectionResetError:
+        raise  # the client left: there is no one to answer (server.access logs it as 499)
     except Exception as exc:
         if is_disk_full(exc):
-            status = 507
             log.error("disk full on %s %s: %s", request.method, request.path, exc)
             if request.path.startswith("/v2/"):
                 return oci_error_response(UNAVAILABLE(DISK_FULL_MESSAGE, status=507))
@@ -56,6 +44,3 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if request.path.startswith("/v2/"):
             return oci_error_response(UNKNOWN("internal server error"))
         return api_error_response(500, "internal server error")
-    finally:
-        access_log.info("%s %s %d %.1fms", request.method, request.path_qs, status,
-                        (time.perf_counter() - start) * 1000)

@@ -1,4 +1,5 @@
-"""The seam between registry and runner: settings → RunnerConfig, names → ModelSpec, models → /v1/models.
+"""The seam between registry and runner: settings → RunnerConfig, names → ModelSpec, models → /v1/models,
+and the runner's state for the status page.
 
 The runner never reads the database or the store layout, and never imports the registry: it
 receives a resolver that turns a model name into a ModelSpec built from the manifest (recording
@@ -11,12 +12,14 @@ the tag's modification time in unix seconds and `owned_by` the name's namespace.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Any
 
 from registry.config import Settings
 from registry.model.names import InvalidNameError, ModelName
 from registry.storage.catalog import Catalog
 from registry.storage.contents import ModelReader
+from registry.units import format_processor
 from runner.http.ollama import Runner
 from runner.http.openai import OpenAIRoutes
 from runner.scheduler import RunnerConfig
@@ -79,3 +82,14 @@ def make_openai_routes(runner: Runner, catalog: Catalog) -> OpenAIRoutes:
         return {"id": text, "created": int(record.modified_at), "owned_by": name.namespace}
 
     return OpenAIRoutes(runner.service, list_models, find_model)
+
+
+def runner_status(runner: Runner) -> dict[str, Any]:
+    """The loaded models as `ollama ps` shows them (size, processor, until) and the queue depth."""
+    models = [
+        {"name": m["name"], "size": m["size"], "size_vram": m["size_vram"],
+         "processor": format_processor(m["size"], m["size_vram"]),
+         "expires_at": datetime.fromisoformat(m["expires_at"]).timestamp()}
+        for m in runner.service.ps()["models"]
+    ]
+    return {"models": models, "queue_depth": runner.stats.queue_depth}

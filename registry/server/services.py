@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from registry.auth.keys import load_or_create_key
 from registry.auth.presigned import PresignedBlobs
 from registry.cache.counters import CacheCounters
+from registry.cache.history import History
 from registry.cache.lifecycle import Lifecycle
 from registry.cache.prune import Pruner
 from registry.cache.scrub import Scrubber
@@ -110,7 +111,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     local = LocalContent(catalog, counters.served_hit)
     lifecycle = Lifecycle(
         settings, catalog, pruner, Scrubber(catalog, sessions, leases, counters),
-        KeepWarm(puller, upstream, settings.sync),
+        KeepWarm(puller, upstream, settings.sync), History(counters, upstream.rate),
     )
     return Services(
         settings=settings,

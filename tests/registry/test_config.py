@@ -66,6 +66,7 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ({"OLLAMA_NOPRUNE": "perhaps"}, "OLLAMA_NOPRUNE"),
         ({"CORRAL_UPSTREAM": "ftp://x"}, "CORRAL_UPSTREAM"),
         ({"CORRAL_OWNER_HEARTBEAT": "0s"}, "CORRAL_OWNER_HEARTBEAT"),
+        ({"CORRAL_LOG_FORMAT": "xml"}, "CORRAL_LOG_FORMAT"),
     ],
 )
 def test_invalid_values_name_the_setting(env: dict[str, str], named: str) -> None:

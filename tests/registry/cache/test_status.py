@@ -7,6 +7,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registry.server.app import create_app
@@ -15,7 +16,7 @@ from tests.support.cache import cache_mirror, lifecycle_of, tags, wait_for
 from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import OLLAMA_UA, LegacyPuller
-from tests.support.mirror import SMALL_SEGMENT, model_layers
+from tests.support.mirror import SMALL_SEGMENT, model_layers, services_of
 
 CHROMIUM = shutil.which("chromium")
 
@@ -71,9 +72,16 @@ async def test_status_page_in_chromium_and_metrics_move_after_a_warm_pull(
     assert "<script" not in page.lower()  # nothing to run: the page works with JavaScript off
     dom = await headless_dom(str(mirror.make_url("/corral")), tmp_path / "chromium-profile")
     assert '<meta http-equiv="refresh" content="10">' in dom
-    models = dom[dom.index('<section id="models">'):]
+    models = dom[dom.index('<section id="models"'):]
     assert f"<td>{fake_registry.host}/library/smol:latest</td>" in models
-    assert "Hit ratio" in dom and "Fills in progress (0)" in dom
+    assert "hit ratio by bytes" in dom and "Fills in progress (0)" in dom
+    traffic = (await (await mirror.get("/api/corral/status")).json())["traffic"]
+    assert traffic["served_from_cache"] == warm[hit_bytes]
+    assert traffic["served_while_filling"] == warm[("corral_blob_bytes_served_total", (("result", "miss"),))]
+    assert traffic["fetched_upstream"] == warm[("corral_upstream_bytes_total", ())]
+    served = traffic["served_from_cache"] + traffic["served_while_filling"]
+    assert traffic["saved"] == served - traffic["fetched_upstream"] > 0
+    assert traffic["hit_ratio_by_bytes"] == traffic["served_from_cache"] / served
 
 
 async def test_fills_in_progress_and_their_readers_are_visible(
@@ -82,9 +90,10 @@ async def test_fills_in_progress_and_their_readers_are_visible(
     layers = model_layers(7, 300_000)
     weights = layers[0][1]
     fake_registry.add_model("library/slow", "latest", layers)
-    fake_registry.cdn_rate = 200_000  # each 64 KiB segment takes a third of a second
+    fake_registry.cdn_rate = 100_000
     mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
                                 CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)
+    services_of(mirror).fills.min_segment = len(weights)  # one segment: the weights take three seconds
     assert (await mirror.get("/v2/library/slow/manifests/latest", headers={"User-Agent": OLLAMA_UA})).status == 200
     reader = asyncio.create_task(mirror.get(f"/v2/library/slow/blobs/{sha(weights)}"))
 
@@ -94,6 +103,16 @@ async def test_fills_in_progress_and_their_readers_are_visible(
     await wait_for(filling)
     (fill,) = (await (await mirror.get("/api/corral/status")).json())["fills"]
     assert fill["digest"] == sha(weights) and fill["size"] == len(weights) and fill["readers"] == 1
+    assert fill["model"] == f"{fake_registry.host}/library/slow"
+
+    async def timed() -> bool:  # a speed from the fill's second second on, and so the time left
+        (fill,) = (await (await mirror.get("/api/corral/status")).json())["fills"]
+        return fill["speed"] is not None
+
+    await wait_for(timed)
+    (fill,) = (await (await mirror.get("/api/corral/status")).json())["fills"]
+    assert 0 < fill["speed"] <= 1.5 * fake_registry.cdn_rate  # the CDN's pace
+    assert fill["eta"] == pytest.approx((fill["size"] - fill["completed"]) / fill["speed"], rel=0.1)
     during = samples(await (await mirror.get("/metrics")).text())
     assert during[("corral_fills_in_flight", ())] == 1
     assert during[("corral_fill_readers", (("digest", sha(weights)),))] == 1
@@ -129,3 +148,32 @@ async def test_admin_routes_need_the_token_beyond_loopback(aiohttp_client, tmp_p
     assert (await client.post("/api/corral/pin", json={"model": "x"}, headers=token)).status == 404
     for path in ("/api/corral/status", "/corral", "/metrics"):
         assert (await client.get(path)).status == 200
+
+
+async def test_the_upstream_state_follows_its_answers(
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+) -> None:
+    fake_registry.add_model("library/smol", "latest", model_layers(3, 1000))
+    mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)
+
+    async def upstream() -> dict:
+        (registry,) = (await (await mirror.get("/api/corral/status")).json())["upstream"]["registries"]
+        assert registry["registry"] == fake_registry.url
+        return registry
+
+    assert (await upstream())["state"] == "not contacted yet"
+    assert (await mirror.get("/v2/library/smol/manifests/latest", headers={"User-Agent": OLLAMA_UA})).status == 200
+    answered = await upstream()
+    assert answered["state"] == "online" and answered["last_error"] is None and answered["errors"] == 0
+
+    await fake_registry.close()  # the upstream goes away: connections are refused
+    assert (await mirror.get("/v2/library/smol/manifests/other", headers={"User-Agent": OLLAMA_UA})).status == 502
+    failed = await upstream()
+    assert failed["state"] == "unreachable" and failed["last_ok"] == answered["last_ok"]
+    assert "Cannot connect" in failed["last_error"] and failed["errors"] == 2  # both attempts
+    metrics = samples(await (await mirror.get("/metrics")).text())
+    assert metrics[("corral_upstream_up", (("registry", fake_registry.url),))] == 0
+    assert metrics[("corral_upstream_errors_total", (("registry", fake_registry.url),))] == 2
+    page = await (await mirror.get("/corral")).text()
+    assert '<span class="badge unreachable">unreachable</span>' in page and "Cannot connect" in page

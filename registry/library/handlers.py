@@ -18,10 +18,10 @@ from registry.model.names import Digest, InvalidDigestError, InvalidNameError, M
 from registry.storage.catalog import Catalog, ModelNotFound, ModelRecord
 from registry.storage.contents import ModelContents, ModelReader
 from registry.storage.store import BlobError, BlobStore
-from registry.timefmt import go_time
 from registry.web.errors import ApiError
 from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.web.ndjson import stream_progress
+from runner.gotime import go_time
 
 OLLAMA_COMPAT_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements
 
@@ -140,11 +140,12 @@ class LibraryHandlers:
 
     async def delete_model(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)
-        name = parse_name(model_field(body))
+        given = model_field(body)
+        name = parse_name(given)
         try:
             await self.catalog.delete(name)
         except ModelNotFound:
-            raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
+            raise ApiError(404, f"model '{given}' not found") from None  # the name as given, like ollama
         return web.Response(status=200)
 
 

@@ -58,7 +58,8 @@ class ModelContents:
             raise ModelUnusableError(f"model '{self.record.name.display_shortest()}' has no GGUF model layer")
         return ModelSpec(
             name=self.record.name.display_shortest(),
-            digest=str(self.record.manifest_digest),
+            qualified_name=str(self.record.name),
+            digest=self.record.manifest_digest.hex,
             model_path=self.model_path,
             size=self.record.size,
             template=self.template,

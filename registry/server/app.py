@@ -55,8 +55,8 @@ def build_handlers(services: Services) -> Handlers:
     return Handlers(
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
-        v2_reads=V2Reads(s.content, settings.upstream_host, s.presigned if settings.pull_auth else None),
-        v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),
+        v2_reads=V2Reads(s.content, s.presigned if settings.pull_auth else None),
+        v2_writes=V2Writes(s.uploads, s.store, s.catalog),
         auth=Authenticator(settings, s.presigned),
         pull=s.puller,
         push=PushHandler(s.catalog, s.store, settings.key_path, s.egress),

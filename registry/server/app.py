@@ -31,6 +31,7 @@ from registry.cache.status import CacheStatus
 from registry.config import Settings
 from registry.library.create import ModelCreator
 from registry.library.handlers import LibraryHandlers
+from registry.mirror.v2_listing import V2Listing
 from registry.mirror.v2_reads import V2Reads
 from registry.server.listen import ListenError, listen
 from registry.server.metrics import Metrics
@@ -56,6 +57,7 @@ def build_handlers(services: Services) -> Handlers:
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
         v2_reads=V2Reads(s.content, s.presigned if settings.pull_auth else None),
+        v2_listing=V2Listing(s.catalog),
         v2_writes=V2Writes(s.uploads, s.store, s.catalog),
         auth=Authenticator(settings, s.presigned),
         pull=s.puller,

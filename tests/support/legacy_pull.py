@@ -60,12 +60,13 @@ class PulledModel:
 
 class LegacyPuller:
     def __init__(self, base_url: str, dest: Path, *, min_part: int = MIN_PART, concurrency: int = PARTS,
-                 key: Ed25519PrivateKey | None = None) -> None:
+                 key: Ed25519PrivateKey | None = None, user_agent: str = OLLAMA_UA) -> None:
         self.base = base_url.rstrip("/")
         self.dest = dest
         self.min_part = min_part
         self.concurrency = concurrency
         self.key = key or Ed25519PrivateKey.generate()  # ollama's ~/.ollama/id_ed25519
+        self.user_agent = user_agent  # an older ollama's, to meet registry.ollama.ai's version gate
         self.token = ""  # regOpts.Token: set by a 401, sent on every later registry request
         dest.mkdir(parents=True, exist_ok=True)
 
@@ -98,7 +99,7 @@ class LegacyPuller:
         The response is streamed: the caller reads the body or, like the resolve GET, drops it.
         """
         for _ in range(2):
-            sent = {**(headers or {}), "User-Agent": OLLAMA_UA}
+            sent = {**(headers or {}), "User-Agent": self.user_agent}
             if self.token:
                 sent["Authorization"] = f"Bearer {self.token}"
             resp = await client.send(client.build_request(method, url, headers=sent), stream=True,
@@ -118,7 +119,7 @@ class LegacyPuller:
         if realm_host != original_host:
             raise PullError(f'realm host "{realm_host}" does not match original host "{original_host}"')
         resp = await client.get(request_url, headers={
-            "Authorization": sign_challenge(self.key, token_request_data(request_url)), "User-Agent": OLLAMA_UA})
+            "Authorization": sign_challenge(self.key, token_request_data(request_url)), "User-Agent": self.user_agent})
         if resp.status_code >= 400:
             raise PullError(f"{resp.status_code}: {resp.text}" if resp.content else str(resp.status_code))
         return resp.json()["token"]

@@ -338,11 +338,6 @@ class Settings:
         return self.models / "authorized_keys"
 
     @property
-    def upstream_host(self) -> str:
-        """host[:port] of the default upstream, as names spell it."""
-        return urlsplit(self.upstream).netloc
-
-    @property
     def needs_admin_token(self) -> bool:
         return not self.host.is_loopback
 

@@ -31,13 +31,13 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from runner.engine.engine import Completion, EngineSettings, Finished, Piece
 from runner.engine.process import EngineProcess
 from runner.engine.sampling import grammar_for_format
 from runner.errors import RequestError
+from runner.gotime import go_time, now_utc
 from runner.options import Options, build_options, parse_keep_alive
 from runner.prompt.builder import PromptBuilder, capabilities, think_enabled
 from runner.prompt.thinking import ThinkingParser
@@ -78,13 +78,7 @@ _LAST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z, the largest date Python 
 def _lifecycle_chat_chunk(name: str, reason: str) -> dict[str, Any]:
     """The single chat answer to a request that only loads ("load") or unloads ("unload") a model."""
     message = {"role": "assistant", "content": ""}
-    return {"model": name, "created_at": now_rfc3339(), "message": message, "done": True, "done_reason": reason}
-
-
-def now_rfc3339() -> str:
-    """UTC now as Go marshals time.Time (RFC 3339 with trailing zeros of the fraction trimmed)."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
-    return stamp + "Z"
+    return {"model": name, "created_at": now_utc(), "message": message, "done": True, "done_reason": reason}
 
 
 def is_single_response(chunk: Mapping[str, Any]) -> bool:
@@ -249,7 +243,7 @@ class RunnerService:
         plan = self._plan(spec, req)
         if not prompt and plan.keep_alive == 0:
             await self.scheduler.expire(spec)
-            yield {"model": name, "created_at": now_rfc3339(), "response": "", "done": True, "done_reason": "unload"}
+            yield {"model": name, "created_at": now_utc(), "response": "", "done": True, "done_reason": "unload"}
             return
         if raw and (template or system or context):
             raise RequestError(400, "raw mode does not support template, system, or context")
@@ -257,14 +251,14 @@ class RunnerService:
         if "completion" not in caps:
             raise RequestError(400, f'"{name}" does not support generate')
         if suffix and "insert" not in caps:
-            raise RequestError(400, f"{spec.name} does not support insert")
+            raise RequestError(400, f"{spec.error_name} does not support insert")
         if req.get("images"):
-            raise RequestError(400, f"{spec.name} does not support vision")
+            raise RequestError(400, f"{spec.error_name} does not support vision")
         think = self._check_think(spec, name, think)
         async with self.scheduler.use(spec, plan.settings, plan.keep_alive) as model:
             loaded = time.perf_counter()
             if not prompt:
-                yield {"model": name, "created_at": now_rfc3339(), "response": "", "done": True, "done_reason": "load"}
+                yield {"model": name, "created_at": now_utc(), "response": "", "done": True, "done_reason": "load"}
                 return
             check_token_ids(context or [], model.engine.vocab.n_tokens)  # for specs that did not know
             builder = self._prompt_builder(model, spec)
@@ -286,7 +280,7 @@ class RunnerService:
             if req.get("_debug_render_only"):
                 yield {
                     "model": name,
-                    "created_at": now_rfc3339(),
+                    "created_at": now_utc(),
                     "response": "",
                     "done": False,
                     "_debug_info": {"rendered_template": rendered},
@@ -298,7 +292,7 @@ class RunnerService:
                 async for event in events:
                     done = isinstance(event, Finished)
                     thought, text = _split_thinking(thinking, event)
-                    chunk: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": text}
+                    chunk: dict[str, Any] = {"model": name, "created_at": now_utc(), "response": text}
                     if thought:
                         chunk["thinking"] = thought
                     chunk["done"] = done
@@ -337,9 +331,9 @@ class RunnerService:
         if "completion" not in caps:
             raise RequestError(400, f'"{name}" does not support chat')
         if tools and "tools" not in caps:
-            raise RequestError(400, f"{spec.name} does not support tools")
+            raise RequestError(400, f"{spec.error_name} does not support tools")
         if any(m.get("images") for m in messages):
-            raise RequestError(400, f"{spec.name} does not support vision")
+            raise RequestError(400, f"{spec.error_name} does not support vision")
         think = self._check_think(spec, name, think)
         async with self.scheduler.use(spec, plan.settings, plan.keep_alive) as model:
             loaded = time.perf_counter()
@@ -358,7 +352,7 @@ class RunnerService:
             if req.get("_debug_render_only"):
                 yield {
                     "model": name,
-                    "created_at": now_rfc3339(),
+                    "created_at": now_utc(),
                     "message": {"role": "", "content": ""},
                     "done": False,
                     "_debug_info": {"rendered_template": rendered},
@@ -388,7 +382,7 @@ class RunnerService:
                         found += more
                     if found:
                         message["tool_calls"] = [_tool_call_json(call) for call in found]
-                chunk: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "message": message, "done": done}
+                chunk: dict[str, Any] = {"model": name, "created_at": now_utc(), "message": message, "done": done}
                 if isinstance(event, Finished):
                     chunk.update(self._final_fields(event, started, loaded))
                 elif event.logprobs:
@@ -406,7 +400,7 @@ class RunnerService:
                         message = {"role": "assistant", "content": ""}  # this content is dropped
                         if thought:
                             message["thinking"] = thought
-                        yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": False}
+                        yield {"model": name, "created_at": now_utc(), "message": message, "done": False}
                         break  # closing the generation cancels it
                     if (chunk := chunk_of(event, thought, text)) is not None:
                         yield chunk
@@ -500,7 +494,6 @@ class RunnerService:
         models = []
         for model in sorted(self.scheduler.loaded(), key=lambda m: m.expires_at, reverse=True):
             spec = model.spec
-            expires = datetime.fromtimestamp(min(model.expires_at, _LAST_TIMESTAMP), UTC).astimezone()
             models.append(
                 {
                     "name": spec.name,
@@ -508,7 +501,7 @@ class RunnerService:
                     "size": model.size,
                     "digest": spec.digest,
                     "details": spec.details,
-                    "expires_at": expires.isoformat(),
+                    "expires_at": go_time(min(model.expires_at, _LAST_TIMESTAMP)),
                     "size_vram": model.size_vram,
                     "context_length": model.engine.num_ctx,
                 }

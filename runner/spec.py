@@ -26,7 +26,7 @@ class ModelSpec:
     """Everything needed to load and prompt one model, as stored in its manifest's layers."""
 
     name: str  # DisplayShortest form, e.g. "smollm2:latest"
-    digest: str  # sha256 of the manifest bytes, what /api/ps and /api/tags report
+    digest: str  # hex sha256 of the manifest bytes, bare as /api/ps and /api/tags report it
     model_path: Path  # the GGUF weights blob, mmapped in place
     size: int  # sum of layer sizes, for /api/ps
     template: str | None = None  # Go text/template source, None when the manifest has none
@@ -39,6 +39,12 @@ class ModelSpec:
     config: Mapping[str, Any] = field(default_factory=dict)  # the config blob (model_family, file_type…)
     gguf: Mapping[str, Any] = field(default_factory=dict)  # GGUF header key/values (no tensors)
     vocab_size: int = 0  # tokens in the vocabulary, so token ids are checked before a load; 0: unknown
+    qualified_name: str = ""  # host/namespace/model:tag (ollama's Model.Name); "" where only `name` is known
+
+    @property
+    def error_name(self) -> str:
+        """The name ollama's capability errors give (`<Model.Name> does not support tools`)."""
+        return self.qualified_name or self.name
 
     @property
     def architecture(self) -> str:

@@ -26,7 +26,7 @@ SOURCE_PACKAGES = ("registry", "runner")
 # The rules ---------------------------------------------------------------------------------------
 
 #: registry's top-level modules: leaves that every registry package may import.
-LEAVES = frozenset({"registry", "registry.config", "registry.units", "registry.timefmt"})
+LEAVES = frozenset({"registry", "registry.config", "registry.units"})
 #: What the leaves may import besides each other.
 LEAF_DEPENDENCIES = frozenset({"runner.duration"})
 
@@ -51,9 +51,11 @@ LAYERS: dict[str, frozenset[str]] = {
 }
 #: Registry modules outside the packages LAYERS lets import runner that may still import these
 #: runner modules: the store resolves a model to the runner's ModelSpec (runner/spec.py, the seam),
-#: and request bodies and manifests are decoded by the one JSON decoder (runner/jsonbody.py).
+#: request bodies and manifests are decoded by the one JSON decoder (runner/jsonbody.py), and
+#: /api/tags and /api/show write times as the runner's chunks do (runner/gotime.py, Go's format).
 RUNNER_SEAMS: dict[str, frozenset[str]] = {
     "registry.storage.contents": frozenset({"runner.spec"}),
+    "registry.library.handlers": frozenset({"runner.gotime"}),
     "registry.web.jsonbody": frozenset({"runner.jsonbody"}),
     "registry.model.manifest": frozenset({"runner.jsonbody"}),
 }

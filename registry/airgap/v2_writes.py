@@ -7,8 +7,9 @@ publishes the blob, PUT `…/manifests/<tag>` stores the manifest once every blo
 The auth middleware has already checked the push token when a handler runs.
 
 `V2Writes` holds what the handlers use: the upload sessions, and the store and catalogue a
-finished blob or manifest goes into and a pushed manifest's layers are checked against, and the
-default upstream's host, under which `/v2/<ns>/<model>` paths name models.
+finished blob or manifest goes into and a pushed manifest's layers are checked against. A pushed
+`/v2/<ns>/<model>` is stored as registry.ollama.ai's `<ns>/<model>` (`web.v2.repository_name`),
+the name the same path is pulled by.
 """
 
 from __future__ import annotations
@@ -75,14 +76,13 @@ def _same_repository(a: ModelName, b: ModelName) -> bool:
 class V2Writes:
     """The `/v2/` write handlers of one server."""
 
-    def __init__(self, uploads: UploadStore, store: BlobStore, catalog: Catalog, upstream_host: str) -> None:
+    def __init__(self, uploads: UploadStore, store: BlobStore, catalog: Catalog) -> None:
         self.uploads = uploads
         self.store = store
         self.catalog = catalog
-        self.upstream_host = upstream_host
 
     def _name(self, request: web.Request, reference: str = "latest") -> ModelName:
-        return repository_name(self.upstream_host, request, reference)
+        return repository_name(request, reference)
 
     def _repo(self, request: web.Request) -> str:
         return self._name(request).repository

@@ -25,6 +25,7 @@ from yarl import URL
 
 from registry.auth.keys import sign_challenge, token_request_data
 from registry.egress.gate import Egress
+from registry.web.errors import registry_reason
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -74,7 +75,7 @@ async def fetch_token(session: aiohttp.ClientSession, challenge: Challenge, orig
         if 300 <= resp.status < 400:
             raise TokenError(f"the token endpoint answered {resp.status} (a redirect), which corral does not follow")
         if resp.status >= 400:
-            raise TokenError(f"{resp.status}: {body.strip()}")
+            raise TokenError(f"{resp.status}: {registry_reason(body.encode())}")
     try:
         token = json.loads(body).get("token") or ""
     except (ValueError, AttributeError):

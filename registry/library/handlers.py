@@ -6,6 +6,7 @@ Shapes, status codes and messages follow ollama's server/routes.go so that the o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -16,17 +17,17 @@ from registry.model.gguf import capabilities
 from registry.model.modelfile import format_parameters, render_modelfile
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
 from registry.storage.catalog import Catalog, ModelNotFound, ModelRecord
-from registry.storage.contents import ModelContents, ModelReader
+from registry.storage.contents import ListFacts, ModelContents, ModelReader
 from registry.storage.store import BlobError, BlobStore
-from registry.timefmt import go_time
 from registry.web.errors import ApiError
 from registry.web.jsonbody import field, model_field, parse_name, read_json_object
 from registry.web.ndjson import stream_progress
+from runner.gotime import go_time
 
 OLLAMA_COMPAT_VERSION = "0.33.0"  # the ollama release whose wire protocol corral implements
 
 
-def details_from_config(config: dict[str, Any]) -> dict[str, Any]:
+def details_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     families = config.get("model_families")
     return {
         "parent_model": "",
@@ -36,6 +37,23 @@ def details_from_config(config: dict[str, Any]) -> dict[str, Any]:
         "parameter_size": config.get("model_type", ""),
         "quantization_level": config.get("file_type", ""),
     }
+
+
+def list_details(config: Mapping[str, Any], facts: ListFacts | None) -> dict[str, Any]:
+    """/api/tags' details: the config's, completed as ollama's model list completes them from the
+    GGUF header (a quantization the config leaves unknown, context and embedding lengths)."""
+    details = details_from_config(config)
+    if facts is None:
+        return details
+    details["parent_model"] = facts.parent_model
+    if details["quantization_level"] in ("", "unknown") and facts.quantization != "unknown":
+        details["quantization_level"] = facts.quantization
+    for key, fallback in (("context_length", facts.context_length), ("embedding_length", facts.embedding_length)):
+        value = config.get(key)
+        value = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else fallback
+        if value:
+            details[key] = value
+    return details
 
 
 def _digest_param(request: web.Request) -> Digest:
@@ -66,19 +84,27 @@ class LibraryHandlers:
 
 
     async def list_tags(self, request: web.Request) -> web.Response:
-        models = []
-        for record in await self.catalog.list_models():
-            config = await self.model_reader.config(record)
-            shortest = record.name.display_shortest()
-            models.append({
-                "name": shortest,
-                "model": shortest,
-                "modified_at": go_time(record.modified_at),
-                "size": record.size,
-                "digest": record.manifest_digest.hex,
-                "details": details_from_config(config),
-            })
-        return web.json_response({"models": models})
+        records = await self.catalog.list_models()
+        return web.json_response({"models": [await self._listed(record) for record in records]})
+
+    async def _listed(self, record: ModelRecord) -> dict[str, Any]:
+        """One /api/tags entry (api.ListModelResponse)."""
+        facts = await self.model_reader.list_facts(record)
+        config = facts.config if facts is not None else {}
+        shortest = record.name.display_shortest()
+        entry: dict[str, Any] = {"name": shortest, "model": shortest}
+        for key in ("remote_model", "remote_host"):
+            if isinstance(config.get(key), str) and config[key]:
+                entry[key] = config[key]
+        entry |= {
+            "modified_at": go_time(record.modified_at),
+            "size": record.size,
+            "digest": record.manifest_digest.hex,
+            "details": list_details(config, facts),
+        }
+        if facts is not None and facts.capabilities:
+            entry["capabilities"] = list(facts.capabilities)
+        return entry
 
 
     async def _contents(self, name: ModelName) -> ModelContents:
@@ -140,11 +166,12 @@ class LibraryHandlers:
 
     async def delete_model(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)
-        name = parse_name(model_field(body))
+        given = model_field(body)
+        name = parse_name(given)
         try:
             await self.catalog.delete(name)
         except ModelNotFound:
-            raise ApiError(404, f"model '{name.display_shortest()}' not found") from None
+            raise ApiError(404, f"model '{given}' not found") from None  # the name as given, like ollama
         return web.Response(status=200)
 
 

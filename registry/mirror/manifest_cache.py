@@ -7,6 +7,10 @@ served and the fact logged; only a definitive upstream answer (404, the 412 vers
 overrides the cache. Tags created or pushed locally have no upstream and are never re-checked.
 Pulls by digest never re-check: the digest pins the content.
 
+The upstream's version gate is remembered per tag (`version_gate`): an ollama client older than
+the upstream let have the cached manifest gets the upstream's own refusal from the cache, and one
+whose version the upstream has not judged yet is asked about upstream even within the TTL.
+
 Concurrent requests for one tag share one upstream fetch (eight clients asking for a cold model
 cause one manifest GET), and catalogue writes are serialised so they never race each other.
 """
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 
 from registry.config import Settings
 from registry.egress.gate import Offline
-from registry.mirror.upstream import Endpoint, Unavailable, Upstream
+from registry.mirror.upstream import Endpoint, Refused, Unavailable, Upstream
+from registry.mirror.version_gate import Verdict, VersionGates, client_version
 from registry.model.manifest import ManifestError, ParsedManifest, parse_manifest
 from registry.model.names import Digest, ModelName
 from registry.storage.catalog import Catalog, ModelRecord
@@ -41,9 +46,10 @@ class CachedManifest:
 
 
 class ManifestCache:
-    def __init__(self, catalog: Catalog, upstream: Upstream, settings: Settings) -> None:
+    def __init__(self, catalog: Catalog, upstream: Upstream, gates: VersionGates, settings: Settings) -> None:
         self.catalog = catalog
         self.upstream = upstream
+        self.gates = gates
         self.settings = settings
         self._inflight: dict[tuple[str, str, str, bool], asyncio.Future[CachedManifest]] = {}
         self._writes = asyncio.Lock()
@@ -76,12 +82,24 @@ class ManifestCache:
         """The catalogue check and the refresh as one unit: whoever arrives after it finished sees
         the saved tag."""
         record = await self.catalog.get(name)
-        if record is not None and self.fresh(record):
+        version = client_version(user_agent)
+        verdict = Verdict.SERVE
+        if record is not None and record.upstream is not None and version is not None:
+            gate = await self.gates.get(name)
+            verdict = gate.verdict(version)
+            if verdict is Verdict.REFUSE and gate.refusal is not None:
+                raise gate.refusal.error()  # what the upstream answered this version, or an older one
+        if record is not None and self.fresh(record) and verdict is Verdict.SERVE:
             return _from_record(record)
         try:
             # with a copy to fall back on, one try: a client should not wait out retries for a stale answer
             raw = await self.upstream.fetch_manifest(endpoint, name.repository, name.tag, user_agent,
                                                      attempts=1 if record is not None else None)
+        except Refused as exc:
+            if exc.status == 412 and version is not None:
+                async with self._writes:
+                    await self.gates.refused(name, version, exc)
+            raise
         except Offline:
             if record is None:
                 raise
@@ -96,6 +114,9 @@ class ManifestCache:
         now = time.time()
         previous = record.manifest_digest if record is not None and record.manifest_digest != digest else None
         cached = CachedManifest(raw, digest, parsed.media_type, parsed, endpoint.base, now, previous)
+        if version is not None:
+            async with self._writes:
+                await self.gates.passed(name, version, str(digest))
         if save:
             await self.tag(name, cached)
         return cached

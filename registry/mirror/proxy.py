@@ -21,13 +21,14 @@ from registry.mirror.fills import DigestMismatch, DiskFull, FillError, Fills
 from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.upstream import (
     BlobSource,
+    Denied,
     Refused,
     Upstream,
     UpstreamError,
     default_user_agent,
 )
 from registry.model.names import Digest, ModelName
-from registry.web.errors import BLOB_UNKNOWN, UNAVAILABLE, OciError
+from registry.web.errors import BLOB_UNKNOWN, DENIED, UNAVAILABLE, OciError
 
 
 def user_agent(request: web.Request) -> str:
@@ -47,6 +48,8 @@ class PassThrough(web.HTTPException):
 def oci_error(exc: Exception, unknown: OciError) -> Exception:
     """Map an upstream or fill failure to what a /v2 client should see."""
     cause = exc.cause if isinstance(exc, FillError) and exc.cause is not None else exc
+    if isinstance(cause, Denied):  # a 401 would be a challenge to the client: ollama would ask us for a token
+        return DENIED(str(cause), unknown.detail)
     if isinstance(cause, Refused):
         return unknown if cause.status == 404 else PassThrough(cause)
     if isinstance(cause, Offline):

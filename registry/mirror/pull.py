@@ -28,6 +28,7 @@ from registry.mirror.fills import DigestMismatch, Fill, FillError, Fills
 from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.upstream import (
     BlobSource,
+    Denied,
     Endpoint,
     Refused,
     Upstream,
@@ -113,8 +114,7 @@ async def _follow(fill: Fill, layer: Layer) -> AsyncIterator[dict[str, Any]]:
     if isinstance(fill.error, DigestMismatch):
         raise ApiError(502, str(fill.error))
     if fill.error is not None:
-        cause = fill.error.cause
-        raise ApiError(cause.status if isinstance(cause, Refused) else 502, f"pulling {layer.digest}: {fill.error}")
+        raise ApiError(_status(fill.error.cause), f"pulling {layer.digest}: {fill.error}")
     yield _progress(layer, layer.size)
 
 
@@ -126,12 +126,20 @@ def _progress(layer: Layer, completed: int) -> dict[str, Any]:
     return event
 
 
+def _status(cause: BaseException | None) -> int:
+    """The status of a pull the upstream refused: its own, but 403 for a refusal of corral itself
+    (a 401 makes ollama's client report only "401 Unauthorized", or ask the user to sign in)."""
+    if isinstance(cause, Denied):
+        return 403
+    return cause.status if isinstance(cause, Refused) else 502
+
+
 def manifest_error(name: ModelName, exc: UpstreamError | EgressRefused) -> ApiError:
     """ollama's wording: `pull model manifest: file does not exist`, `…: 412: <body>`."""
     if isinstance(exc, Refused):
         if exc.status == 404:
             return ApiError(404, "pull model manifest: file does not exist")
-        return ApiError(exc.status, f"pull model manifest: {exc}")
+        return ApiError(_status(exc), f"pull model manifest: {exc}")
     if isinstance(exc, Offline):
         return ApiError(exc.status, f"pull model manifest: {name.display_shortest()} is not cached, and {exc}")
     if isinstance(exc, EgressRefused):

@@ -20,7 +20,9 @@ One session for the whole process, made by the egress gate (`registry.egress`). 
 * Every attempt's outcome (an answer, or a failure worth retrying) goes to `health`
   (`mirror.health`), which the status page and /metrics show.
 * A 401 with a Bearer challenge gets a token signed with corral's ed25519 key exactly as ollama
-  signs it (protocol doc §3.1, `token_client`); tokens are cached per host and repository.
+  signs it (protocol doc §3.1, `token_client`); tokens are cached per host and repository. A 401
+  that remains (a token endpoint refusing corral's key, a challenge corral cannot answer such as
+  Basic, a token that does not open the repository) is `Denied`, with the registry's reason.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from registry.config import Settings
 from registry.egress.gate import Egress
 from registry.mirror.health import UpstreamHealth
 from registry.model.names import DEFAULT_HOST, Digest, ModelName
+from registry.web.errors import registry_reason
 
 log = logging.getLogger("corral.upstream")
 
@@ -86,6 +89,19 @@ class Refused(UpstreamError):
         self.status = status
         self.body = body
         self.content_type = content_type
+
+
+class Denied(Refused):
+    """The registry refused corral itself (a 401 corral could not get past), and why.
+
+    Not for passing through as a 401: a client takes a 401 as a challenge to itself (ollama asks
+    the realm for a token, and with none fails on an empty realm), so the edges answer a 403 that
+    carries this message instead.
+    """
+
+    def __init__(self, base: str, reason: str) -> None:
+        super().__init__(401, reason.encode())
+        self.args = (f"upstream registry {base} refused corral (401): {reason}",)
 
 
 class _Transient(Exception):
@@ -403,7 +419,8 @@ class Upstream:
             async with asyncio.timeout(self.policy.request):
                 return await fetch_token(self._session, challenge, endpoint.host, self.key, self.egress)
         except TokenError as exc:
-            raise Refused(401, str(exc).encode()) from None
+            raise Denied(endpoint.base, f"its token endpoint refused corral's key ({exc}); `corral key` prints "
+                                        "the key it signs with") from None
         except TimeoutError as exc:
             raise _Transient(f"token request: no response within {self.policy.request:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -435,7 +452,18 @@ class Upstream:
             body = b""
         if resp.status >= 500 or resp.status in (408, 429):
             raise _Transient(f"{resp.status}: {body.decode('utf-8', 'replace').strip()[:200]}")
+        if resp.status == 401:
+            raise Denied(str(resp.url.origin()), _unauthorized(resp.headers.get("WWW-Authenticate", ""), body))
         raise Refused(resp.status, body, resp.headers.get("Content-Type", "text/plain"))
+
+
+def _unauthorized(challenge: str, body: bytes) -> str:
+    """Why a 401 stayed a 401: the registry's words, and the scheme it wanted when corral cannot answer it."""
+    reason = registry_reason(body)
+    scheme = challenge.strip().partition(" ")[0]
+    if scheme and scheme.lower() != "bearer":
+        return f"{reason} (it asks for {scheme} credentials; corral answers only ollama's signed Bearer tokens)"
+    return reason
 
 
 async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -20,13 +20,12 @@ from registry.web.v2 import API_VERSION_HEADER, parse_digest, repository_name
 class V2Reads:
     """The read side of `/v2/`, over whichever `ContentSource` it is given (local or proxy)."""
 
-    def __init__(self, content: ContentSource, upstream_host: str, presigned: PresignedBlobs | None = None) -> None:
+    def __init__(self, content: ContentSource, presigned: PresignedBlobs | None = None) -> None:
         self.content = content
-        self.upstream_host = upstream_host  # /v2 paths name models of the default upstream
         self.presigned = presigned  # set when pulls need a token (CORRAL_PULL_AUTH)
 
     def _name(self, request: web.Request, reference: str = "latest") -> ModelName:
-        return repository_name(self.upstream_host, request, reference)
+        return repository_name(request, reference)
 
     async def ping(self, request: web.Request) -> web.Response:
         return web.json_response({}, headers=API_VERSION_HEADER)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -379,4 +380,33 @@ def capabilities(info: GGUFInfo, template_text: str | None, *, has_projector: bo
         caps += _go_template_capabilities(template_text)
     if info.architecture in ("gptoss", "gpt-oss"):
         caps.append("thinking")
+    return list(dict.fromkeys(caps))
+
+
+def list_capabilities(info: GGUFInfo | None, template_text: str | None, config: Mapping[str, Any], *,
+                      has_projector: bool = False) -> list[str]:
+    """What /api/tags lists, as ollama's model list builds it (server/model_list_cache.go).
+
+    A cheaper cousin of `capabilities`: from the GGUF header (None when there is none to read),
+    "vision"/"audio" in the order their `<arch>.*.block_count` keys come, then "embedding" for
+    `<arch>.pooling_type` or else "completion"; the config's own `capabilities`; from the Go
+    template "tools", "insert" and "thinking" (none without a template layer: ollama's default
+    template is `{{ .Prompt }}`, and the GGUF chat template is not read here); "thinking" for the
+    gpt-oss family; "vision" for a projector layer. Each once, in that order.
+    """
+    caps: list[str] = []
+    if info is not None:
+        arch = info.architecture
+        media = {f"{arch}.vision.block_count": "vision", f"{arch}.audio.block_count": "audio"}
+        caps += [media[key] for key in info.kv if key in media]
+        caps.append("embedding" if info.arch_value("pooling_type") is not None else "completion")
+    declared = config.get("capabilities")
+    if isinstance(declared, list):
+        caps += [c for c in declared if isinstance(c, str) and c]
+    if template_text:
+        caps += _go_template_capabilities(template_text)
+    if config.get("model_family") in ("gptoss", "gpt-oss"):
+        caps.append("thinking")
+    if has_projector:
+        caps.append("vision")
     return list(dict.fromkeys(caps))

@@ -31,6 +31,7 @@ from registry.cache.status import CacheStatus
 from registry.config import Settings
 from registry.library.create import ModelCreator
 from registry.library.handlers import LibraryHandlers
+from registry.mirror.v2_listing import V2Listing
 from registry.mirror.v2_reads import V2Reads
 from registry.server.access import AccessLogger, RequestCounts, access_log
 from registry.server.listen import ListenError, listen
@@ -57,8 +58,9 @@ def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
     return Handlers(
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
-        v2_reads=V2Reads(s.content, settings.upstream_host, s.presigned if settings.pull_auth else None),
-        v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),
+        v2_reads=V2Reads(s.content, s.presigned if settings.pull_auth else None),
+        v2_listing=V2Listing(s.catalog),
+        v2_writes=V2Writes(s.uploads, s.store, s.catalog),
         auth=Authenticator(settings, s.presigned),
         pull=s.puller,
         push=PushHandler(s.catalog, s.store, settings.key_path, s.egress),

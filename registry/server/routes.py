@@ -19,6 +19,7 @@ from registry.auth.access import TOKEN_PATH, Authenticator
 from registry.cache.admin import CacheAdmin
 from registry.library.handlers import LibraryHandlers
 from registry.mirror.pull import Puller
+from registry.mirror.v2_listing import V2Listing
 from registry.mirror.v2_reads import V2Reads
 from registry.server.metrics import Metrics
 from runner.http.ollama import Runner
@@ -32,6 +33,7 @@ UPLOAD = REPO + r"/blobs/uploads/{upload_id:[0-9a-f]{32}}"
 class Handlers:
     library: LibraryHandlers
     v2_reads: V2Reads
+    v2_listing: V2Listing
     v2_writes: V2Writes
     auth: Authenticator
     pull: Puller
@@ -72,6 +74,8 @@ def route_table(h: Handlers) -> list[web.RouteDef]:
         web.get(REPO + "/manifests/{reference}", h.v2_reads.get_manifest),  # and HEAD
         web.get(REPO + "/blobs/{digest}", h.v2_reads.get_blob, allow_head=False),
         web.head(REPO + "/blobs/{digest}", h.v2_reads.head_blob),
+        web.get("/v2/_catalog", h.v2_listing.catalog_page),
+        web.get(REPO + "/tags/list", h.v2_listing.tags),
         web.get(TOKEN_PATH, h.auth.token),
         web.post(REPO + "/blobs/uploads/", h.v2_writes.start_upload),
         web.post(REPO + "/blobs/uploads", h.v2_writes.start_upload),

@@ -31,6 +31,7 @@ from registry.mirror.proxy import ProxyContent
 from registry.mirror.pull import Puller
 from registry.mirror.responses import BlobMeter
 from registry.mirror.upstream import Upstream
+from registry.mirror.version_gate import VersionGates
 from registry.server.runner_bridge import make_runner
 from registry.storage.catalog import Catalog
 from registry.storage.contents import ModelReader
@@ -101,7 +102,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     key = await asyncio.to_thread(load_or_create_key, settings.key_path)
     egress = Egress(settings, environment_proxies())
     upstream = Upstream(settings, key, egress)
-    manifests = ManifestCache(catalog, upstream, settings)
+    manifests = ManifestCache(catalog, upstream, VersionGates(sessions), settings)
     counters = CacheCounters(settings.max_cache)
     runner = make_runner(settings, catalog, model_reader)
     in_flight = InFlight()

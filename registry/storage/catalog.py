@@ -88,6 +88,28 @@ class Catalog:
             ).all()
         return [_record(t, m) for t, m in rows]
 
+    async def repositories(self, host: str) -> list[tuple[str, str]]:
+        """(namespace, model) of every repository with a tag under `host`, once each (names
+        compare case-insensitively, as ollama's do), spelled as first stored."""
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Tag.namespace, Tag.model).where(Tag.name_key.startswith(f"{host.lower()}/", autoescape=True))
+                    .order_by(Tag.id)
+                )
+            ).all()
+        found: dict[str, tuple[str, str]] = {}
+        for namespace, model in rows:
+            found.setdefault(f"{namespace}/{model}".lower(), (namespace, model))
+        return list(found.values())
+
+    async def tags_of(self, name: ModelName) -> list[str]:
+        """The tags of `name`'s repository (its host, namespace and model; its own tag aside)."""
+        repository = name.key.rsplit(":", 1)[0]
+        async with self.sessions() as s:
+            rows = await s.execute(select(Tag.tag).where(Tag.name_key.startswith(f"{repository}:", autoescape=True)))
+            return list(rows.scalars())
+
     async def get_manifest(self, digest: Digest) -> tuple[bytes, str] | None:
         async with self.sessions() as s:
             m = await s.get(Manifest, str(digest))

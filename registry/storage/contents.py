@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import aiofiles
 
-from registry.model.gguf import GGUFInfo, read_gguf_info
+from registry.model.gguf import GGUFError, GGUFInfo, list_capabilities, read_gguf_info
 from registry.model.manifest import (
     MEDIA_ADAPTER,
     MEDIA_LICENSE,
@@ -58,7 +58,8 @@ class ModelContents:
             raise ModelUnusableError(f"model '{self.record.name.display_shortest()}' has no GGUF model layer")
         return ModelSpec(
             name=self.record.name.display_shortest(),
-            digest=str(self.record.manifest_digest),
+            qualified_name=str(self.record.name),
+            digest=self.record.manifest_digest.hex,
             model_path=self.model_path,
             size=self.record.size,
             template=self.template,
@@ -72,6 +73,19 @@ class ModelContents:
             gguf=self.gguf.model_info() if self.gguf else {},
             vocab_size=self.gguf.vocab_size if self.gguf else 0,
         )
+
+
+@dataclass(frozen=True)
+class ListFacts:
+    """What /api/tags says of a model beyond its config, read (like ollama's model list) from the
+    GGUF header and the template layer; 0 and "unknown" where the header says nothing."""
+
+    config: dict[str, Any]  # the config blob; shared by every caller, so read, never changed
+    capabilities: tuple[str, ...]
+    context_length: int
+    embedding_length: int
+    quantization: str  # the header's file type name (what a config without `file_type` falls back to)
+    parent_model: str  # the model layer's `from`
 
 
 class _Memo(Generic[T]):
@@ -98,10 +112,12 @@ class ModelReader:
     """Reads models for /api/show, /api/tags and every inference request; text layers and GGUF
     headers are memoised so a generate call does no file I/O for a model it has seen."""
 
-    def __init__(self, store: BlobStore, gguf_cache_size: int = 64, text_cache_size: int = 1024) -> None:
+    def __init__(self, store: BlobStore, gguf_cache_size: int = 64, text_cache_size: int = 1024,
+                 list_cache_size: int = 4096) -> None:
         self.store = store
         self._gguf: _Memo[GGUFInfo] = _Memo(gguf_cache_size)
         self._texts: _Memo[str] = _Memo(text_cache_size)
+        self._listed: _Memo[ListFacts] = _Memo(list_cache_size)
 
     async def read(self, record: ModelRecord) -> ModelContents:
         manifest = record.manifest
@@ -132,6 +148,52 @@ class ModelReader:
             contents.gguf = await self.gguf_info(model_layer.digest)
         return contents
 
+    async def list_facts(self, record: ModelRecord) -> ListFacts | None:
+        """ListFacts, memoised per manifest (which pins every layer): /api/tags reads each model's
+        GGUF header once, and without pushing the headers inference uses out of their memo.
+        None when a text or config layer cannot be read (ollama's list skips such a model; here
+        it is still listed, so that it can be seen and removed)."""
+        cached = self._listed.get(record.manifest_digest)
+        if cached is not None:
+            return cached
+        try:
+            facts = await self._list_facts(record)
+        except ModelUnusableError:
+            return None
+        return self._listed.put(record.manifest_digest, facts)
+
+    async def _list_facts(self, record: ModelRecord) -> ListFacts:
+        manifest = record.manifest
+        model_layer = manifest.first(MEDIA_MODEL)
+        template = None
+        for layer in manifest.layers:
+            if layer.media_type in (MEDIA_TEMPLATE, MEDIA_PROMPT):
+                template = await self._text(layer.digest, layer.size)
+        config = await self.config(record)
+        info = None
+        if model_layer is not None and not (config.get("remote_host") or config.get("remote_model")):
+            info = await self._listed_gguf(model_layer.digest)
+        has_projector = manifest.first(MEDIA_PROJECTOR) is not None
+        return ListFacts(
+            config=config,
+            capabilities=tuple(list_capabilities(info, template, config, has_projector=has_projector)),
+            context_length=_positive_int(info.context_length) if info else 0,
+            embedding_length=_positive_int(info.embedding_length) if info else 0,
+            quantization=info.file_type if info else "unknown",
+            parent_model=(model_layer.from_ or "") if model_layer else "",
+        )
+
+    async def _listed_gguf(self, digest: Digest) -> GGUFInfo | None:
+        """The header if it can be read; like ollama's list, a model whose weights cannot be read
+        is still listed, without what the header would have said."""
+        cached = self._gguf.get(digest)
+        if cached is not None:
+            return cached
+        try:
+            return await asyncio.to_thread(read_gguf_info, self.store.path(digest))
+        except (GGUFError, OSError):
+            return None
+
     async def config(self, record: ModelRecord) -> dict[str, Any]:
         """The config blob as a fresh dict ({} when absent): enough for /api/tags' details."""
         config_layer = record.manifest.config
@@ -155,6 +217,10 @@ class ModelReader:
                 return self._texts.put(digest, await f.read())
         except FileNotFoundError:
             raise ModelUnusableError(f"layer {digest} is missing from the store") from None
+
+
+def _positive_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

@@ -118,6 +118,28 @@ class FillProgress(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class VersionGate(Base):
+    """What the upstream answered clients of each version for one tag (`mirror.version_gate`).
+
+    registry.ollama.ai refuses a manifest (412 and a readable body) to clients older than the
+    model needs; a cached tag must give an old client that same answer, not a model it cannot
+    load. `passed_version` is the oldest client version the upstream gave `manifest_digest` to,
+    `refused_version` the newest it refused, with the refusal kept verbatim. Versions are
+    `major.minor.patch` text. Keyed like `tags.name_key`, with no link to it: what the upstream
+    said holds whether or not the tag is cached.
+    """
+
+    __tablename__ = "version_gates"
+    name_key: Mapped[str] = mapped_column(String(600), primary_key=True)
+    manifest_digest: Mapped[str | None] = mapped_column(String(71))
+    passed_version: Mapped[str | None] = mapped_column(String(32))
+    refused_version: Mapped[str | None] = mapped_column(String(32))
+    refused_status: Mapped[int | None] = mapped_column(Integer)
+    refused_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refused_type: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class CatalogueOwner(Base):
     """The one server writing this catalogue (`storage.owner`): a second one refuses to start.
 

@@ -152,7 +152,7 @@ class OpenAIRoutes:
         name = request.match_info["model"]
         entry = await self._find_model(name)
         if entry is None:
-            raise OpenAIError(404, f"model '{name}' not found", "model")
+            raise OpenAIError(404, f"model '{name}' not found")  # ollama never sets `param`
         return _json(model_object(entry))
 
 

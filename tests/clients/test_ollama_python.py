@@ -63,7 +63,11 @@ def test_ps_lists_the_loaded_model(client: ollama.Client) -> None:
     client.generate(model=MODEL, prompt="Hi", options={"num_predict": 1})
     running = {m.model: m for m in client.ps().models}
     assert "smollm2:latest" in running
-    assert running["smollm2:latest"].size > 0 and running["smollm2:latest"].expires_at is not None
+    assert running["smollm2:latest"].size > 0 and running["smollm2:latest"].expires_at.tzinfo is not None
+    listed = {m.model: m for m in client.list().models}
+    # bare hex as in /api/tags: ollama's CLI prints digest[:12] of both
+    assert running["smollm2:latest"].digest == listed["smollm2:latest"].digest
+    assert len(listed["smollm2:latest"].digest) == 64 and ":" not in listed["smollm2:latest"].digest
 
 
 def test_embed_and_legacy_embeddings(client: ollama.Client) -> None:

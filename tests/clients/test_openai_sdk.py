@@ -225,8 +225,11 @@ def test_errors_map_to_sdk_exceptions(client: openai.OpenAI) -> None:
     assert missing.value.body == {
         "message": "model 'no-such-model' not found", "type": "not_found_error", "param": None, "code": None
     }
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as unknown:
         client.models.retrieve("no-such-model")
+    assert unknown.value.body == {  # ollama never sets `param`
+        "message": "model 'no-such-model' not found", "type": "not_found_error", "param": None, "code": None
+    }
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="no-such-model", input="x")
     with pytest.raises(openai.BadRequestError) as bad:

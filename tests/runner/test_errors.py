@@ -58,13 +58,13 @@ async def _post(harness: Harness, path: str, body: Any) -> tuple[int, Any]:
         ("/api/chat", {"model": "smollm2", "messages": [], "tools": [{"function": {"name": 3}}]}, 400, None),
         ("/api/chat", {"model": "smollm2", "messages": [{"role": "user", "content": "x"}],
                        "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
-         "smollm2:latest does not support tools"),
+         "registry.ollama.ai/library/smollm2:latest does not support tools"),
         ("/api/embed", {"model": "smollm2", "input": 5}, 400, "invalid input type"),
         ("/api/generate", {"model": "smollm2", "prompt": "x", "template": "{{ .Prompt"}, 400, None),
         ("/api/generate", {"model": "smollm2", "prompt": "x", "images": ["aGk="]}, 400,
-         "smollm2:latest does not support vision"),
+         "registry.ollama.ai/library/smollm2:latest does not support vision"),
         ("/api/chat", {"model": "smollm2", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
-         400, "smollm2:latest does not support vision"),
+         400, "registry.ollama.ai/library/smollm2:latest does not support vision"),
     ],
 )  # fmt: skip
 async def test_bad_requests(harness: Harness, path: str, body: Any, status: int, error: str | None) -> None:

@@ -180,7 +180,7 @@ async def test_template_and_suffix_overrides(harness: Harness) -> None:
     fim = {**body, "suffix": "return c", "template": "", "system": ""}
     status, _, (error,) = await _ndjson(harness, "/api/generate", fim)
     assert status == 400
-    assert error == {"error": "smollm2:latest does not support insert"}
+    assert error == {"error": "registry.ollama.ai/library/smollm2:latest does not support insert"}
 
 
 async def test_json_format_constrains_output(harness: Harness) -> None:

@@ -1,8 +1,10 @@
 """A real upstream for tests and benchmarks: Debian's `docker-registry` (Docker distribution) on loopback.
 
-Filesystem storage in a temporary folder, no auth, access log on stdout (one combined-format line
-per request, with the bytes actually written: the "upstream request log" tests count bytes in).
-Models are pushed in ollama's manifest format through the registry's own upload API.
+Filesystem storage in a temporary folder, access log on stdout (one combined-format line per
+request, with the bytes actually written: the "upstream request log" tests count bytes in). No
+auth, or `htpasswd` users (bcrypt, the only hash distribution reads) for a registry that refuses
+anyone without a password, corral included. Models are pushed in ollama's manifest format
+through the registry's own upload API.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import httpx
 
 from tests.support.server import free_port
@@ -41,6 +44,7 @@ class DockerRegistry:
     port: int
     process: subprocess.Popen | None = None
     proxy_of: str | None = None  # remote URL: run as a pull-through cache (benchmark comparison)
+    htpasswd: dict[str, str] | None = None  # user → password: every request needs Basic credentials
 
     @property
     def url(self) -> str:
@@ -74,6 +78,11 @@ class DockerRegistry:
         ]
         if self.proxy_of:
             lines += ["proxy:", f"  remoteurl: {self.proxy_of}"]
+        if self.htpasswd is not None:
+            users = self.root / "htpasswd"
+            users.write_text("".join(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}\n"
+                                     for user, password in self.htpasswd.items()))
+            lines += ["auth:", "  htpasswd:", "    realm: docker-registry", f"    path: {users}"]
         config.write_text("\n".join(lines) + "\n")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen([BINARY, "serve", str(config)], stdout=log,
@@ -83,7 +92,7 @@ class DockerRegistry:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {(self.root / 'registry.err').read_text()}")
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -113,8 +122,8 @@ class DockerRegistry:
                    if a.method == "GET" and "/blobs/sha256:" in a.path and (digest is None or a.path.endswith(digest)))
 
 
-def start_registry(root: Path, proxy_of: str | None = None) -> DockerRegistry:
-    return DockerRegistry(root, free_port(), proxy_of=proxy_of).start()
+def start_registry(root: Path, proxy_of: str | None = None, htpasswd: dict[str, str] | None = None) -> DockerRegistry:
+    return DockerRegistry(root, free_port(), proxy_of=proxy_of, htpasswd=htpasswd).start()
 
 
 def sha256_of(data: bytes) -> str:
@@ -158,9 +167,10 @@ def push_blob(client: httpx.Client, base: str, repository: str, content: bytes |
 
 
 def push_model(base: str, repository: str, tag: str, layers: list[tuple[str, bytes | Path]],
-               config: bytes = b'{"model_format":"gguf","model_family":"llama"}') -> bytes:
+               config: bytes = b'{"model_format":"gguf","model_family":"llama"}',
+               auth: tuple[str, str] | None = None) -> bytes:
     """Push blobs and an ollama-format manifest; return the manifest bytes exactly as pushed."""
-    with httpx.Client(timeout=300) as client:
+    with httpx.Client(timeout=300, auth=auth) as client:
         entries = []
         for media_type, content in layers:
             digest, size = push_blob(client, base, repository, content)

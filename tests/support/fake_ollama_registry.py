@@ -5,7 +5,8 @@ a readable body to clients that are not `ollama/<version ≥ min_version>`; blob
 to a presigned URL on a second "CDN" host:port (a loopback address, so a corral in front of it
 must list `cdn_host` in CORRAL_ALLOWED_HOSTS, or point `data_base` elsewhere); optionally every
 request needs a Bearer token whose request must carry a valid ed25519 signature (protocol doc
-§3.1), and a manifest GET can be answered with a 307 (`manifest_redirects`).
+§3.1), from one of `trusted_keys` when that is set (a private model), and a manifest GET can be
+answered with a 307 (`manifest_redirects`).
 CDN host: serves those URLs with Range support, optionally throttled, refusing expired ones with
 403, and with scripted faults per request: truncated body, connection reset mid-blob, one
 corrupted byte, a stall, a 403 as if the URL had expired, or a chunked body (no Content-Length).
@@ -63,6 +64,7 @@ def sha256_of(data: bytes) -> str:
 @dataclass
 class FakeOllamaRegistry:
     require_token: bool = False
+    trusted_keys: set[str] | None = None  # public key blobs (base64) given tokens; None: any signer
     min_version: tuple[int, int, int] = (0, 1, 0)
     cdn_rate: int = 0  # bytes/s per CDN response, 0 = unthrottled
     url_ttl: float = 300.0  # lifetime of a presigned URL
@@ -192,6 +194,10 @@ class FakeOllamaRegistry:
         if not (valid and fresh):
             self._record("registry", request, 401)
             return web.Response(status=401, text="invalid signature")
+        if self.trusted_keys is not None and key_b64 not in self.trusted_keys:
+            self._record("registry", request, 401)
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "this key may not pull"}]},
+                                     status=401)
         token = secrets.token_urlsafe(16)
         self._tokens.add(token)
         self._record("registry", request, 200)

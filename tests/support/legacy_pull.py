@@ -6,9 +6,14 @@ HEAD for the size (Content-Length only), a GET without Range that must answer 20
 with Go's default User-Agent and no status check, written at their offsets; sha256 at the end.
 
 Credentials as ollama's makeRequestWithRetry handles them: the manifest GET, the HEAD and the
-resolve GET carry the pull's token once it has one; a 401 is answered once by a token request
-signed with `key` (realm on the same host:port), then the request is sent again. The parts go
-out like Go's http.DefaultClient: no Authorization, whatever the registry asked for.
+resolve GET carry the pull's token once it has one; any 401 is taken as a challenge and answered
+by a token request signed with `key` (ollama's ~/.ollama/id_ed25519, which always exists: a
+fresh one when none is given), with the realm, service and scope read as Go's parseRegistryChallenge
+reads them, "" when absent; the realm must be on the same host:port, so a 401 without a Bearer
+challenge fails there; a refused token request fails the pull with the token endpoint's answer,
+and a second 401 with "unauthorized: access denied". Errors of the manifest GET are prefixed
+"pull model manifest: " as PullModel wraps them. The parts go out like Go's http.DefaultClient:
+no Authorization, whatever the registry asked for.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.auth.keys import sign_challenge, token_request_data
-from registry.auth.token_client import parse_challenge, token_url
+from registry.auth.token_client import Challenge, token_url
 from tests.support.digests import sha256_file
 
 OLLAMA_UA = "ollama/0.33.0 (amd64 linux) Go/go1.24.0"
@@ -55,19 +60,23 @@ class PulledModel:
 
 class LegacyPuller:
     def __init__(self, base_url: str, dest: Path, *, min_part: int = MIN_PART, concurrency: int = PARTS,
-                 key: Ed25519PrivateKey | None = None) -> None:
+                 key: Ed25519PrivateKey | None = None, user_agent: str = OLLAMA_UA) -> None:
         self.base = base_url.rstrip("/")
         self.dest = dest
         self.min_part = min_part
         self.concurrency = concurrency
-        self.key = key  # ollama's ~/.ollama/id_ed25519
+        self.key = key or Ed25519PrivateKey.generate()  # ollama's ~/.ollama/id_ed25519
+        self.user_agent = user_agent  # an older ollama's, to meet registry.ollama.ai's version gate
         self.token = ""  # regOpts.Token: set by a 401, sent on every later registry request
         dest.mkdir(parents=True, exist_ok=True)
 
     async def pull(self, repository: str, tag: str) -> PulledModel:
         async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), follow_redirects=False) as client:
-            r = await self._registry(client, "GET", f"{self.base}/v2/{repository}/manifests/{tag}",
-                                     {"Accept": MANIFEST_ACCEPT})
+            try:
+                r = await self._registry(client, "GET", f"{self.base}/v2/{repository}/manifests/{tag}",
+                                         {"Accept": MANIFEST_ACCEPT})
+            except PullError as exc:
+                raise PullError(f"pull model manifest: {exc}") from None
             await r.aread()
             if r.status_code == 404:
                 raise PullError("pull model manifest: file does not exist")
@@ -90,7 +99,7 @@ class LegacyPuller:
         The response is streamed: the caller reads the body or, like the resolve GET, drops it.
         """
         for _ in range(2):
-            sent = {**(headers or {}), "User-Agent": OLLAMA_UA}
+            sent = {**(headers or {}), "User-Agent": self.user_agent}
             if self.token:
                 sent["Authorization"] = f"Bearer {self.token}"
             resp = await client.send(client.build_request(method, url, headers=sent), stream=True,
@@ -103,16 +112,16 @@ class LegacyPuller:
 
     async def _fetch_token(self, client: httpx.AsyncClient, header: str, url: str) -> str:
         """getAuthorizationToken: a token request signed with the key, on the original host only."""
-        challenge = parse_challenge(header)
-        if challenge is None or self.key is None:
-            raise PullError(f"unauthorized: no key to answer {header!r}")
+        values = header.removeprefix("Bearer ")
+        challenge = Challenge(*(_go_value(values, key) for key in ("realm", "service", "scope")))
         request_url = token_url(challenge)
-        if urlsplit(request_url).netloc != urlsplit(url).netloc:
-            raise PullError(f"realm host {urlsplit(request_url).netloc!r} does not match original host")
+        realm_host, original_host = urlsplit(request_url).netloc, urlsplit(url).netloc
+        if realm_host != original_host:
+            raise PullError(f'realm host "{realm_host}" does not match original host "{original_host}"')
         resp = await client.get(request_url, headers={
-            "Authorization": sign_challenge(self.key, token_request_data(request_url)), "User-Agent": OLLAMA_UA})
+            "Authorization": sign_challenge(self.key, token_request_data(request_url)), "User-Agent": self.user_agent})
         if resp.status_code >= 400:
-            raise PullError(f"{resp.status_code}: {resp.text}")
+            raise PullError(f"{resp.status_code}: {resp.text}" if resp.content else str(resp.status_code))
         return resp.json()["token"]
 
     async def _blob(self, client: httpx.AsyncClient, repository: str, digest: str) -> tuple[Path, int, str]:
@@ -173,6 +182,23 @@ class LegacyPuller:
                 raise PullError("http: no Location header in response")
             return urljoin(url, location)
         raise PullError("stopped after 10 redirects")
+
+
+def _go_value(header: str, key: str) -> str:
+    """ollama's getValue: what follows `key="` up to a quote that ends the header or precedes a comma."""
+    start = header.find(key + "=")
+    if start == -1:
+        return ""
+    start += len(key) + 2
+    end = start
+    while end < len(header):
+        if header[end] == '"':
+            if end + 1 < len(header) and header[end + 1] != ",":
+                end += 1
+                continue
+            break
+        end += 1
+    return header[start:end]
 
 
 def _allocate(path: Path, size: int) -> None:

@@ -48,7 +48,8 @@ def _chatml_spec(name: str, digest_hex: str, path: Path, model_type: str, file_t
                  header: dict[str, Any]) -> ModelSpec:
     return ModelSpec(
         name=name,
-        digest="sha256:" + digest_hex * 64,
+        qualified_name=f"registry.ollama.ai/library/{name}",
+        digest=digest_hex * 64,
         model_path=path,
         size=path.stat().st_size,
         template=CHATML_TEMPLATE,

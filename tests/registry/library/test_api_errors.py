@@ -30,7 +30,7 @@ async def test_malformed_bodies(client: TestClient, method: str, path: str, body
         ("POST", "/api/show", {"model": "../../etc/passwd"}, 400, "invalid model name"),
         ("POST", "/api/show", {"model": "nope"}, 404, "model 'nope:latest' not found"),
         ("POST", "/api/show", {"model": "x", "verbose": "yes"}, 400, None),
-        ("DELETE", "/api/delete", {"model": "nope"}, 404, "model 'nope:latest' not found"),
+        ("DELETE", "/api/delete", {"model": "nope"}, 404, "model 'nope' not found"),
         ("DELETE", "/api/delete", {"model": "a/b/c/d"}, 400, "invalid model name"),
         ("POST", "/api/copy", {"source": "nope", "destination": "x"}, 404, 'model "nope" not found'),
         ("POST", "/api/copy", {"source": "nope"}, 400, None),

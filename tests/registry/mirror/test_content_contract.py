@@ -19,7 +19,6 @@ from registry.server.middleware import error_middleware
 from registry.server.routes import REPO
 from tests.support.airgap import add_model
 from tests.support.digests import sha256_bytes
-from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import services_of
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -27,13 +26,13 @@ WEIGHTS = bytes(range(256)) * 1024  # 256 KiB
 
 
 @pytest.fixture(params=["local", "proxy"])
-async def source_client(request: pytest.FixtureRequest, aiohttp_client: ClientFactory, mirror: TestClient,
-                        fake_registry: FakeOllamaRegistry) -> tuple[TestClient, bytes]:
+async def source_client(request: pytest.FixtureRequest, aiohttp_client: ClientFactory,
+                        mirror: TestClient) -> tuple[TestClient, bytes]:
     """A client of V2Reads over one implementation, with a model stored in the mirror behind it."""
-    raw = await add_model(mirror, f"{fake_registry.host}/library/tiny:1b", WEIGHTS)
+    raw = await add_model(mirror, "tiny:1b", WEIGHTS)
     services = services_of(mirror)
     source: ContentSource = services.local if request.param == "local" else services.content
-    reads = V2Reads(source, services.settings.upstream_host)
+    reads = V2Reads(source)
     app = web.Application(middlewares=[error_middleware])  # OciError → the registry's error body
     app.add_routes([
         web.get(REPO + "/manifests/{reference}", reads.get_manifest),

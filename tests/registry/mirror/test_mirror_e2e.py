@@ -96,6 +96,27 @@ def test_eight_cold_clients_one_upstream_transfer_then_warm(upstream: Upstream, 
         server.stop()
 
 
+def test_a_model_pulled_through_v2_and_by_corral_pull_is_one_model(upstream: Upstream, tmp_path: Path) -> None:
+    """With CORRAL_UPSTREAM naming another registry, `/v2/library/smollm2/…` and `corral pull
+    smollm2:135m` store one name, so pin, rm and the quota see one model."""
+    server = mirror(tmp_path / "corral", upstream.registry.url)
+    try:
+        legacy_pull(server, tmp_path / "client")
+        pulled = run_cli(server, "pull", "smollm2:135m")
+        assert pulled.returncode == 0, pulled.stderr
+        tags = httpx.get(server.url + "/api/tags").json()["models"]
+        assert [(m["name"], m["size"]) for m in tags] == [("smollm2:135m", upstream.total)]
+        assert run_cli(server, "pin", "smollm2:135m").returncode == 0
+        status = httpx.get(server.url + "/api/corral/status").json()
+        assert [(m["name"], m["pinned"]) for m in status["models"]] == [("smollm2:135m", True)]
+        assert status["cache"]["stored"] == upstream.total  # one model's blobs, counted once
+        removed = run_cli(server, "rm", "smollm2:135m")
+        assert removed.returncode == 0, removed.stderr
+        assert httpx.get(server.url + "/api/tags").json()["models"] == []
+    finally:
+        server.stop()
+
+
 def saved_progress(root: Path, digest: str) -> int:
     with sqlite3.connect(root / "corral.db") as db:
         row = db.execute("select segments from fills where digest = ?", (digest,)).fetchone()
@@ -151,19 +172,17 @@ def test_upstream_down_and_offline(tmp_path: Path) -> None:
         push_model(registry.url, "library/tiny", "latest", [(MEDIA_MODEL, b"GGUF" + bytes(range(256)) * 64)])
         server = mirror(root, registry.url, CORRAL_MANIFEST_TTL="0s")
         try:
-            cli = run_cli(server, "pull", f"{registry.host}/library/tiny")
+            cli = run_cli(server, "pull", "tiny")  # the model /v2/library/tiny names
             assert cli.returncode == 0, cli.stderr
             assert "pulling manifest" in cli.stderr and "success" in cli.stderr
             registry.stop()  # upstream goes down: cached content still flows, the rest is a clear 502
             pulled = legacy_pull(server, tmp_path / "stale", "library/tiny", "latest")
             assert len(pulled.blobs) == 2
-            cached = httpx.post(f"{server.url}/api/pull", json={"model": f"{registry.host}/library/tiny",
-                                                                 "stream": False}, timeout=60)
+            cached = httpx.post(f"{server.url}/api/pull", json={"model": "tiny", "stream": False}, timeout=60)
             assert cached.json() == {"status": "success"}
             with pytest.raises(PullError, match=r"502.*unavailable"):
                 legacy_pull(server, tmp_path / "none", "library/other", "latest")
-            missing = httpx.post(f"{server.url}/api/pull", json={"model": f"{registry.host}/library/other",
-                                                                  "stream": False}, timeout=60)
+            missing = httpx.post(f"{server.url}/api/pull", json={"model": "other", "stream": False}, timeout=60)
             assert missing.status_code == 502 and registry.url in missing.json()["error"]
             assert "serving cached" in server.log()
         finally:
@@ -173,8 +192,7 @@ def test_upstream_down_and_offline(tmp_path: Path) -> None:
             assert len(legacy_pull(server, tmp_path / "offline", "library/tiny", "latest").blobs) == 2
             with pytest.raises(PullError, match="file does not exist"):
                 legacy_pull(server, tmp_path / "none", "library/other", "latest")
-            missing = httpx.post(f"{server.url}/api/pull", json={"model": f"{registry.host}/library/other",
-                                                                  "stream": False}, timeout=60)
+            missing = httpx.post(f"{server.url}/api/pull", json={"model": "other", "stream": False}, timeout=60)
             assert missing.status_code == 503 and "CORRAL_OFFLINE" in missing.json()["error"]
         finally:
             server.stop()

@@ -141,7 +141,7 @@ async def test_offline_serves_the_cache_and_explains_the_rest(aiohttp_client: Cl
     fake_registry.add_model("library/m", "latest", layers)
     online = await mirror_client(aiohttp_client, tmp_path, fake_registry.url,
                                  CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host)
-    lines = await pull_lines(online, {"model": f"{fake_registry.host}/library/m"})
+    lines = await pull_lines(online, {"model": "m"})  # the model /v2/library/m names
     assert lines[-1] == {"status": "success"}
     await online.close()
     before = len(fake_registry.log)
@@ -151,7 +151,7 @@ async def test_offline_serves_the_cache_and_explains_the_rest(aiohttp_client: Cl
     assert (await offline.get("/v2/library/m/manifests/latest", headers=ua)).status == 200
     blob = await offline.get(f"/v2/library/m/blobs/{sha(layers[0][1])}")
     assert await blob.read() == layers[0][1]
-    lines = await pull_lines(offline, {"model": f"{fake_registry.host}/library/m"})
+    lines = await pull_lines(offline, {"model": "m"})
     assert lines[-1] == {"status": "success"}
     missing = await offline.get("/v2/library/other/manifests/latest", headers=ua)
     assert missing.status == 404 and "CORRAL_OFFLINE" in (await missing.json())["errors"][0]["message"]

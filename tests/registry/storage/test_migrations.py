@@ -29,7 +29,7 @@ def tables(path: Path) -> set[str]:
 async def test_upgrade_from_empty(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "corral.db"
     await upgrade_database(url_for(db))
-    assert {"blobs", "manifests", "manifest_layers", "tags", "alembic_version"} <= tables(db)
+    assert {"blobs", "manifests", "manifest_layers", "tags", "version_gates", "alembic_version"} <= tables(db)
     with sqlite3.connect(db) as conn:
         (head,) = conn.execute("select version_num from alembic_version").fetchone()
     assert head == revisions(url_for(db))[-1]

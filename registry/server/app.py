@@ -29,6 +29,7 @@ from registry.auth.access import Authenticator
 from registry.cache.admin import CacheAdmin
 from registry.cache.status import CacheStatus
 from registry.config import Settings
+from registry.library.cloud import CloudStatus
 from registry.library.create import ModelCreator
 from registry.library.handlers import LibraryHandlers
 from registry.mirror.v2_reads import V2Reads
@@ -42,6 +43,8 @@ from registry.storage.owner import CatalogueInUse
 from registry.storage.store_lock import StoreInUse
 from registry.storage.uploads import UploadStore
 from registry.web import cors
+from runner.http.anthropic import AnthropicRoutes
+from runner.http.responses import ResponsesRoutes
 
 log = logging.getLogger("corral")
 uploads_log = logging.getLogger("corral.uploads")
@@ -55,6 +58,7 @@ def build_handlers(services: Services) -> Handlers:
     return Handlers(
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
+        cloud=CloudStatus(settings.no_cloud),
         v2_reads=V2Reads(s.content, settings.upstream_host, s.presigned if settings.pull_auth else None),
         v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),
         auth=Authenticator(settings, s.presigned),
@@ -70,6 +74,8 @@ def build_handlers(services: Services) -> Handlers:
         metrics=Metrics(s.counters, s.fills, s.upstream, s.blob_meter.readers, s.runner),
         runner=s.runner,
         openai=make_openai_routes(s.runner, s.catalog),
+        responses=ResponsesRoutes(s.runner.service),
+        anthropic=AnthropicRoutes(s.runner.service),
     )
 
 
@@ -82,6 +88,7 @@ async def create_app(settings: Settings) -> web.Application:
             error_middleware,
             *cors.middlewares(settings),
             handlers.openai.middleware,
+            handlers.anthropic.middleware,  # inside OpenAI's: /v1/messages answers in its own shape
             handlers.auth.middleware,
             services.blob_meter.middleware,
         ],

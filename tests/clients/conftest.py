@@ -70,3 +70,13 @@ def mirror(tmp_path: Path, corral: ServerProcess) -> Iterator[Callable[[], Serve
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def release_tools_model(corral: ServerProcess) -> Iterator[None]:
+    """Unload the tool model after a module that used it: it shares SmolLM2's weights, so while it
+    stays loaded SmolLM2's requests run on its runner and /api/ps names that runner after it (as
+    ollama's does), which the modules after this one do not expect."""
+    yield
+    response = httpx.post(corral.url + "/api/generate", json={"model": TOOLS_MODEL, "keep_alive": 0}, timeout=60)
+    assert response.status_code == 200, response.text

@@ -16,7 +16,7 @@ from tests.clients.toolmodel import WEATHER_TOOL, get_weather
 from tests.support.bigram import AFTER_THINKING, ANSWER, THOUGHT
 from tests.support.server import ServerProcess
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.usefixtures("release_tools_model")]
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = {"temperature": 0, "top_k": 1}  # this SDK has no sampling arguments; the API still takes them

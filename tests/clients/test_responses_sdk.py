@@ -16,7 +16,7 @@ from tests.clients.toolmodel import WEATHER_TOOL, get_weather
 from tests.support.bigram import AFTER_THINKING, ANSWER, THOUGHT
 from tests.support.server import ServerProcess
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.usefixtures("release_tools_model")]
 
 ASK = "What is the capital of France?"
 WEATHER = {"type": "function", **WEATHER_TOOL["function"]}  # the Responses API's flat function tool

@@ -200,6 +200,8 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
     _Spec("tls_key", "CORRAL_TLS_KEY", "server.tls_key", "", _optional_path, "PEM private key for https."),
     _Spec("admin_token", "CORRAL_ADMIN_TOKEN", "server.admin_token", "", str,
           "Bearer token for admin routes; required when listening beyond loopback."),
+    _Spec("no_cloud", "OLLAMA_NO_CLOUD", "server.no_cloud", False, _bool,
+          "corral never uses ollama's cloud; when set, /api/status also names this setting (source \"both\")."),
     # --- store
     _Spec("models", "OLLAMA_MODELS", "store.models", str(_HOME / ".corral" / "models"), _path,
           "Models root: blobs/ and the signing key live here."),
@@ -281,6 +283,7 @@ class Settings:
     tls_cert: Path | None
     tls_key: Path | None
     admin_token: str
+    no_cloud: bool
     models: Path
     database_url: str
     owner_heartbeat: float

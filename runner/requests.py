@@ -21,6 +21,25 @@ def _unmarshal_error(value: Any, field: str, go_type: str) -> RequestError:
     return RequestError(400, f"json: cannot unmarshal {kind} into Go struct field {field} of type {go_type}")
 
 
+_GO_TYPES = {
+    "string": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float64": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def typed_field(body: Mapping[str, Any], key: str, kind: str, struct_name: str) -> Any:
+    """body[key] when it has the JSON type Go would decode into `kind` (a key of _GO_TYPES); None
+    when absent or null. The translating layers (OpenAI, Anthropic) decode typed structs too."""
+    value = body.get(key)
+    if value is None or _GO_TYPES[kind](value):
+        return value
+    raise _unmarshal_error(value, f"{struct_name}.{key}", kind)
+
+
 def string_field(req: Mapping[str, Any], key: str) -> str:
     """A top-level string field of a request body ("" when absent)."""
     value = req.get(key)
@@ -160,3 +179,18 @@ def check_token_ids(tokens: list[int], vocab_size: int) -> None:
     for token in tokens:
         if not 0 <= token < vocab_size:
             raise RequestError(400, f"context contains token {token}, outside the model's vocabulary of {vocab_size}")
+
+
+def name_tool_results(messages: list[dict[str, Any]]) -> None:
+    """Give each tool result without a `tool_name` the name of the function whose call it answers.
+
+    The Responses and Anthropic APIs link a result to its call by id only, but templates name
+    results by function (ollama's `.ToolName`); the call is found among the earlier messages.
+    """
+    names: dict[str, str] = {}
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            if call.get("id"):
+                names[call["id"]] = call["function"]["name"]
+        if message["role"] == "tool" and not message.get("tool_name") and message.get("tool_call_id") in names:
+            message["tool_name"] = names[message["tool_call_id"]]

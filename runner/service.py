@@ -185,11 +185,15 @@ class RunnerService:
         return builder
 
     @staticmethod
-    def _check_think(spec: ModelSpec, model_name: str, think: bool | str | None) -> bool | str | None:
-        """Thinking models think unless told otherwise; asking one without the capability is a 400."""
+    def _check_think(spec: ModelSpec, model_name: str, think: bool | str | None,
+                     relax: bool = False) -> bool | str | None:
+        """Thinking models think unless told otherwise; asking one without the capability is a 400,
+        unless `relax` (ollama's Anthropic route: clients like Claude Code ask every model to think)."""
         if "thinking" in capabilities(spec):
             return True if think is None else think
         if think_enabled(think):
+            if relax:
+                return None
             raise RequestError(400, f'"{model_name}" does not support thinking')
         return think
 
@@ -312,8 +316,18 @@ class RunnerService:
 
     # ----------------------------------------------------------------- /api/chat
 
-    async def chat(self, req: Any, *, force_tools: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
-        """/api/chat; `force_tools` (OpenAI tool_choice) constrains the output to one call of one of them."""
+    async def chat(
+        self,
+        req: Any,
+        *,
+        force_tools: list[str] | None = None,
+        relax_think: bool = False,
+        report_stop: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """/api/chat, plus what the translating layers need beyond ollama's chunks: `force_tools`
+        (tool_choice) constrains the output to one call of one of them, `relax_think` ignores
+        `think` on a model that cannot think instead of refusing, and `report_stop` adds
+        `stop_sequence` (the stop string that ended the answer) to the last chunk."""
         started = time.perf_counter()
         req = _require(req)
         name = string_field(req, "model")
@@ -334,7 +348,7 @@ class RunnerService:
             raise RequestError(400, f"{spec.error_name} does not support tools")
         if any(m.get("images") for m in messages):
             raise RequestError(400, f"{spec.error_name} does not support vision")
-        think = self._check_think(spec, name, think)
+        think = self._check_think(spec, name, think, relax_think)
         async with self.scheduler.use(spec, plan.settings, plan.keep_alive) as model:
             loaded = time.perf_counter()
             if not messages:
@@ -385,6 +399,8 @@ class RunnerService:
                 chunk: dict[str, Any] = {"model": name, "created_at": now_utc(), "message": message, "done": done}
                 if isinstance(event, Finished):
                     chunk.update(self._final_fields(event, started, loaded))
+                    if report_stop and event.stop:
+                        chunk["stop_sequence"] = event.stop
                 elif event.logprobs:
                     chunk["logprobs"] = list(event.logprobs)
                 elif not (message["content"] or thought or "tool_calls" in message):

@@ -29,6 +29,7 @@ from registry.auth.access import Authenticator
 from registry.cache.admin import CacheAdmin
 from registry.cache.status import CacheStatus
 from registry.config import Settings
+from registry.library.cloud import CloudStatus
 from registry.library.create import ModelCreator
 from registry.library.handlers import LibraryHandlers
 from registry.mirror.v2_listing import V2Listing
@@ -45,6 +46,8 @@ from registry.storage.owner import CatalogueInUse
 from registry.storage.store_lock import StoreInUse
 from registry.storage.uploads import UploadStore
 from registry.web import cors
+from runner.http.anthropic import AnthropicRoutes
+from runner.http.responses import ResponsesRoutes
 
 log = logging.getLogger("corral")
 uploads_log = logging.getLogger("corral.uploads")
@@ -58,6 +61,7 @@ def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
     return Handlers(
         library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
                                 settings.max_upload),
+        cloud=CloudStatus(settings.no_cloud),
         v2_reads=V2Reads(s.content, s.presigned if settings.pull_auth else None),
         v2_listing=V2Listing(s.catalog),
         v2_writes=V2Writes(s.uploads, s.store, s.catalog),
@@ -75,6 +79,8 @@ def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
         metrics=Metrics(s.counters, s.fills, s.upstream, s.blob_meter.readers, s.runner, requests, s.store.root),
         runner=s.runner,
         openai=make_openai_routes(s.runner, s.catalog),
+        responses=ResponsesRoutes(s.runner.service),
+        anthropic=AnthropicRoutes(s.runner.service),
     )
 
 
@@ -89,6 +95,7 @@ async def create_app(settings: Settings) -> web.Application:
             error_middleware,
             *cors.middlewares(settings),
             handlers.openai.middleware,
+            handlers.anthropic.middleware,  # inside OpenAI's: /v1/messages answers in its own shape
             handlers.auth.middleware,
             services.blob_meter.middleware,
         ],

@@ -17,13 +17,16 @@ from registry.airgap.push import PushHandler
 from registry.airgap.v2_writes import V2Writes
 from registry.auth.access import TOKEN_PATH, Authenticator
 from registry.cache.admin import CacheAdmin
+from registry.library.cloud import CloudStatus
 from registry.library.handlers import LibraryHandlers
 from registry.mirror.pull import Puller
 from registry.mirror.v2_listing import V2Listing
 from registry.mirror.v2_reads import V2Reads
 from registry.server.metrics import Metrics
+from runner.http.anthropic import AnthropicRoutes
 from runner.http.ollama import Runner
 from runner.http.openai import OpenAIRoutes
+from runner.http.responses import ResponsesRoutes
 
 REPO = r"/v2/{ns:[^/]+}/{model:[^/]+}"
 UPLOAD = REPO + r"/blobs/uploads/{upload_id:[0-9a-f]{32}}"
@@ -32,6 +35,7 @@ UPLOAD = REPO + r"/blobs/uploads/{upload_id:[0-9a-f]{32}}"
 @dataclass(frozen=True)
 class Handlers:
     library: LibraryHandlers
+    cloud: CloudStatus
     v2_reads: V2Reads
     v2_listing: V2Listing
     v2_writes: V2Writes
@@ -44,6 +48,8 @@ class Handlers:
     metrics: Metrics
     runner: Runner
     openai: OpenAIRoutes
+    responses: ResponsesRoutes
+    anthropic: AnthropicRoutes
 
 
 def route_table(h: Handlers) -> list[web.RouteDef]:
@@ -51,6 +57,7 @@ def route_table(h: Handlers) -> list[web.RouteDef]:
         # ollama's model management (registry/library)
         web.get("/", h.library.root),
         web.get("/api/version", h.library.version),
+        web.get("/api/status", h.cloud.status),
         web.get("/api/tags", h.library.list_tags),
         web.post("/api/show", h.library.show),
         web.delete("/api/delete", h.library.delete_model),
@@ -61,13 +68,15 @@ def route_table(h: Handlers) -> list[web.RouteDef]:
         # ollama's pull and push (registry/mirror, registry/airgap)
         web.post("/api/pull", h.pull.handle),
         web.post("/api/push", h.push.push),
-        # inference (runner) and the OpenAI-compatible API
+        # inference (runner), the OpenAI-compatible API and the Anthropic-compatible one
         *inference_routes(h.runner),
         web.post("/v1/chat/completions", h.openai.chat),
         web.post("/v1/completions", h.openai.completions),
         web.post("/v1/embeddings", h.openai.embeddings),
         web.get("/v1/models", h.openai.models),
         web.get("/v1/models/{model:.+}", h.openai.model),
+        web.post("/v1/responses", h.responses.create),
+        web.post("/v1/messages", h.anthropic.messages),
         # the registry protocol: reads (registry/mirror), token and writes (registry/auth, registry/airgap)
         web.get("/v2/", h.v2_reads.ping),
         web.get("/v2", h.v2_reads.ping),

@@ -89,6 +89,7 @@ class Finished:
     prompt_eval_duration: int  # nanoseconds
     eval_count: int
     eval_duration: int  # nanoseconds
+    stop: str = ""  # the stop string that ended the generation; "" for the end-of-generation token or a limit
 
 
 @dataclass(frozen=True)
@@ -558,6 +559,7 @@ class Engine:
                 prompt_eval_duration=int((prompt_done - job.started) * 1e9),
                 eval_count=job.generated,
                 eval_duration=int((now - prompt_done) * 1e9),
+                stop=job.stream.matched,
             )
         )
 

@@ -16,6 +16,7 @@ class TextStream:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched = ""  # the stop string found, once `stopped`
 
     def feed(self, data: bytes) -> str:
         """Add one token's bytes; return the text that can be released now."""
@@ -23,7 +24,7 @@ class TextStream:
         for stop in self._stops:
             at = self._held.find(stop)
             if at != -1:
-                self.stopped = True
+                self.stopped, self.matched = True, stop
                 released, self._held = self._held[:at], ""
                 return released
         keep = self._partial_stop_length()

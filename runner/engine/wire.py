@@ -12,7 +12,7 @@ Server → child: `{"op": "load", "spec": …, "settings": …}` once, then
 Child → server: `{"op": "ready", "num_ctx", "n_ctx_train", "n_embd", "vram"}` or
 `{"op": "failed", "status", "message"}` after the load; then per request `{"i": id, "t": text,
 "l": logprobs}` (a piece), `{"i": id, "d": [reason, prompt_eval_count, prompt_eval_duration,
-eval_count, eval_duration], "s": steps}` (finished), `{"i": id, "v": vectors}` (embeddings) or
+eval_count, eval_duration, stop], "s": steps}` (finished), `{"i": id, "v": vectors}` (embeddings) or
 `{"i": id, "e": message, "c": status}` (failed).
 """
 
@@ -144,10 +144,11 @@ def piece_frame(request_id: int, piece: Piece) -> bytes:
 
 
 def finished_frame(request_id: int, event: Finished, steps: int) -> bytes:
-    fields = [event.reason, event.prompt_eval_count, event.prompt_eval_duration, event.eval_count, event.eval_duration]
+    fields = [event.reason, event.prompt_eval_count, event.prompt_eval_duration, event.eval_count, event.eval_duration,
+              event.stop]
     return encode({"i": request_id, "d": fields, "s": steps})
 
 
 def finished_from_wire(fields: list[Any]) -> Finished:
-    reason, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration = fields
-    return Finished(reason, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration)
+    reason, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration, stop = fields
+    return Finished(reason, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration, stop)

@@ -15,9 +15,8 @@ The model list comes from the registry through two callables, so the runner need
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +38,7 @@ from runner.http.openai_wire import (
     new_id,
     text_completion,
 )
+from runner.http.streaming import data_event, first_chunk, json_response, remaining_chunks, write_events
 from runner.service import RunnerService, collect_chat, collect_generate
 
 log = logging.getLogger(__name__)
@@ -51,20 +51,8 @@ ModelFinder = Callable[[str], Awaitable[dict[str, Any] | None]]
 _DONE = b"data: [DONE]\n\n"
 
 
-def _dumps(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _event(payload: Mapping[str, Any]) -> bytes:
-    return b"data: " + _dumps(payload) + b"\n\n"
-
-
-def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=_dumps(payload), status=status, content_type="application/json", charset="utf-8")
-
-
 def _error(status: int, message: str, param: str | None = None) -> web.Response:
-    return _json(error_body(status, message, param), status)
+    return json_response(error_body(status, message, param), status)
 
 
 @web.middleware
@@ -76,7 +64,7 @@ async def openai_errors(request: web.Request, handler: Callable[[web.Request], A
     try:
         return await handler(request)
     except OpenAIError as exc:
-        return _json(exc.body(), exc.status)
+        return json_response(exc.body(), exc.status)
     except RequestError as exc:
         return _error(exc.status, exc.message)
     except web.HTTPException as exc:
@@ -110,11 +98,12 @@ class OpenAIRoutes:
         completion_id = new_id("chatcmpl")
         chunks = self.service.chat(plan.request, force_tools=plan.force_tools)
         async with contextlib.aclosing(chunks):
-            first = await _first(chunks)
+            first = await first_chunk(chunks)
             if "_debug_info" in first:
-                return _json(chat_completion(completion_id, first))
+                return json_response(chat_completion(completion_id, first))
             if not plan.stream:
-                return _json(chat_completion(completion_id, collect_chat([first, *await _rest(chunks)])))
+                result = collect_chat([first, *await remaining_chunks(chunks)])
+                return json_response(chat_completion(completion_id, result))
             stream = ChatStream(completion_id, plan.request["model"], plan.include_usage)
             return await _sse(request, first, chunks, stream.feed)
 
@@ -127,9 +116,10 @@ class OpenAIRoutes:
         plan = completion_plan(decode_body(await request.read(), "CompletionRequest"))
         completion_id = new_id("cmpl")
         async with contextlib.aclosing(self.service.generate(plan.request)) as chunks:
-            first = await _first(chunks)
+            first = await first_chunk(chunks)
             if not plan.stream:
-                return _json(text_completion(completion_id, collect_generate([first, *await _rest(chunks)])))
+                result = collect_generate([first, *await remaining_chunks(chunks)])
+                return json_response(text_completion(completion_id, result))
             return await _sse(
                 request, first, chunks, lambda chunk: completion_chunks(completion_id, chunk, plan.include_usage)
             )
@@ -142,30 +132,18 @@ class OpenAIRoutes:
     async def _embedding_answer(self, request: web.Request) -> web.StreamResponse:
         plan = embedding_plan(decode_body(await request.read(), "EmbedRequest"))
         result = await self.service.embed(plan.request)
-        return _json(embedding_list(plan.request["model"], result, plan.base64))
+        return json_response(embedding_list(plan.request["model"], result, plan.base64))
 
     async def models(self, _request: web.Request) -> web.StreamResponse:
         models = await self._list_models()
-        return _json({"object": "list", "data": [model_object(entry) for entry in models]})
+        return json_response({"object": "list", "data": [model_object(entry) for entry in models]})
 
     async def model(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["model"]
         entry = await self._find_model(name)
         if entry is None:
             raise OpenAIError(404, f"model '{name}' not found")  # ollama never sets `param`
-        return _json(model_object(entry))
-
-
-async def _first(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-    """The first runner chunk; errors before it are still answerable with a status."""
-    try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        raise OpenAIError(500, "the model produced no response") from None
-
-
-async def _rest(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [chunk async for chunk in chunks]
+        return json_response(model_object(entry))
 
 
 async def _sse(
@@ -174,23 +152,13 @@ async def _sse(
     chunks: AsyncIterator[dict[str, Any]],
     convert: Callable[[dict[str, Any]], list[dict[str, Any]]],
 ) -> web.StreamResponse:
-    """Write converted chunks as Server-Sent Events; a runner error mid-stream becomes an error event."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    try:
-        for event in convert(first):
-            await response.write(_event(event))
-        async for chunk in chunks:
-            for event in convert(chunk):
-                await response.write(_event(event))
-    except RequestError as exc:
-        await response.write(_event(error_body(exc.status, exc.message)))
-    except ConnectionResetError:
-        raise
-    except Exception:  # the status line is gone; the SDKs raise an error event as an APIError
-        log.exception("stream failed on %s", request.path)
-        await response.write(_event(error_body(500, "internal server error")))
-    else:
-        await response.write(_DONE)
-    await response.write_eof()
-    return response
+    """OpenAI's unnamed events, ended by `data: [DONE]`; a runner error mid-stream becomes an
+    error event, which the SDKs raise as an APIError."""
+    return await write_events(
+        request,
+        first,
+        chunks,
+        lambda chunk: [data_event(event) for event in convert(chunk)],
+        lambda exc: [data_event(error_body(exc.status, exc.message))],
+        end=_DONE,
+    )

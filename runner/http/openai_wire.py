@@ -24,7 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.errors import RequestError
 from runner.jsonbody import BodyError, decode_json, json_type
+from runner.requests import typed_field
 
 FINGERPRINT = "fp_ollama"
 _IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
@@ -54,24 +56,12 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
 # ----------------------------------------------------------------- typed field access
 
 
-_CHECKS = {
-    "string": lambda v: isinstance(v, str),
-    "bool": lambda v: isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float64": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-
-
-def _field(body: Mapping[str, Any], key: str, kind: str, struct_name: str) -> Any:
+def field(body: Mapping[str, Any], key: str, kind: str, struct_name: str) -> Any:
     """body[key] when it has the JSON type Go would decode into `kind`; None when absent or null."""
-    value = body.get(key)
-    if value is None or _CHECKS[kind](value):
-        return value
-    raise OpenAIError(
-        400, f"json: cannot unmarshal {json_type(value)} into Go struct field {struct_name}.{key} of type {kind}", key
-    )
+    try:
+        return typed_field(body, key, kind, struct_name)
+    except RequestError as exc:
+        raise OpenAIError(400, exc.message, key) from None
 
 
 def decode_body(raw: bytes, struct_name: str) -> dict[str, Any]:
@@ -86,9 +76,9 @@ def decode_body(raw: bytes, struct_name: str) -> dict[str, Any]:
 
 
 def _stream_flags(body: Mapping[str, Any], struct_name: str) -> tuple[bool, bool]:
-    stream = bool(_field(body, "stream", "bool", struct_name))
-    options = _field(body, "stream_options", "object", struct_name) or {}
-    include_usage = _field(options, "include_usage", "bool", "StreamOptions")
+    stream = bool(field(body, "stream", "bool", struct_name))
+    options = field(body, "stream_options", "object", struct_name) or {}
+    include_usage = field(options, "include_usage", "bool", "StreamOptions")
     return stream, bool(include_usage)
 
 
@@ -105,12 +95,12 @@ def _stops(value: Any, strict: bool) -> list[str] | None:
 
 
 def _max_tokens(body: Mapping[str, Any], struct_name: str) -> int | None:
-    newer = _field(body, "max_completion_tokens", "int", struct_name)
-    return newer if newer is not None else _field(body, "max_tokens", "int", struct_name)
+    newer = field(body, "max_completion_tokens", "int", struct_name)
+    return newer if newer is not None else field(body, "max_tokens", "int", struct_name)
 
 
 def _check_n(body: Mapping[str, Any], struct_name: str) -> None:
-    n = _field(body, "n", "int", struct_name)
+    n = field(body, "n", "int", struct_name)
     if n is not None and n != 1:
         raise OpenAIError(400, "only n=1 is supported", "n")
 
@@ -128,7 +118,7 @@ class ChatPlan:
     force_tools: list[str] | None  # a call to one of these is required (tool_choice)
 
 
-def _decode_image(url: str) -> str:
+def decode_image_url(url: str) -> str:
     """A data URI's base64 payload (ollama's decodeImageURL); remote URLs are not fetched."""
     if url.startswith(("http://", "https://")):
         raise OpenAIError(400, "image URLs are not currently supported, please use base64 encoded data instead")
@@ -159,7 +149,7 @@ def _content_part(part: Any) -> dict[str, Any]:
         url = image.get("url") if isinstance(image, dict) else image
         if not isinstance(url, str):
             raise OpenAIError(400, "invalid message format")
-        return {"content": "", "images": [_decode_image(url)]}
+        return {"content": "", "images": [decode_image_url(url)]}
     if kind == "input_audio":
         audio = part.get("input_audio")
         data = audio.get("data") if isinstance(audio, dict) else None
@@ -218,13 +208,13 @@ def _chat_messages(raw: list[Any]) -> list[dict[str, Any]]:
     for item in raw:
         if not isinstance(item, dict):
             raise OpenAIError(400, "invalid message format", "messages")
-        role = _field(item, "role", "string", "Message") or ""
-        call_id = _field(item, "tool_call_id", "string", "Message") or ""
-        reasoning = _field(item, "reasoning", "string", "Message") or ""
+        role = field(item, "role", "string", "Message") or ""
+        call_id = field(item, "tool_call_id", "string", "Message") or ""
+        reasoning = field(item, "reasoning", "string", "Message") or ""
         calls = _from_tool_calls(item["tool_calls"]) if item.get("tool_calls") is not None else None
         base: dict[str, Any] = {"role": role}
         if role.lower() == "tool":
-            tool_name = _field(item, "name", "string", "Message") or (_tool_name_for(raw, call_id) if call_id else "")
+            tool_name = field(item, "name", "string", "Message") or (_tool_name_for(raw, call_id) if call_id else "")
             if tool_name:
                 base["tool_name"] = tool_name
         if call_id:
@@ -289,14 +279,19 @@ def _response_format(value: Any) -> Any:
 
 
 def _think(body: Mapping[str, Any]) -> bool | str | None:
-    reasoning = _field(body, "reasoning", "object", "ChatCompletionRequest")
-    effort = reasoning.get("effort") if reasoning else _field(body, "reasoning_effort", "string",
+    reasoning = field(body, "reasoning", "object", "ChatCompletionRequest")
+    effort = reasoning.get("effort") if reasoning else field(body, "reasoning_effort", "string",
                                                                  "ChatCompletionRequest")
+    return think_from_effort(effort, "reasoning_effort")
+
+
+def think_from_effort(effort: Any, param: str) -> bool | str | None:
+    """A reasoning effort as ollama's `think` (thinkFromReasoningEffort); None when not given."""
     if not effort:
         return None
     if not isinstance(effort, str) or effort not in _EFFORTS:
         raise OpenAIError(400, f'invalid reasoning value: "{effort}" (must be "minimal", "low", "medium", "high", '
-                               '"xhigh", "ultra", "max", or "none")', "reasoning_effort")
+                               '"xhigh", "ultra", "max", or "none")', param)
     return _EFFORTS[effort]
 
 
@@ -306,16 +301,16 @@ def _sampling(body: Mapping[str, Any], struct_name: str) -> dict[str, Any]:
     max_tokens = _max_tokens(body, struct_name)
     if max_tokens is not None:
         options["num_predict"] = max_tokens
-    temperature = _field(body, "temperature", "float64", struct_name)
+    temperature = field(body, "temperature", "float64", struct_name)
     options["temperature"] = 1.0 if temperature is None else temperature
-    seed = _field(body, "seed", "int", struct_name)
+    seed = field(body, "seed", "int", struct_name)
     if seed is not None:
         options["seed"] = seed
     for key in ("frequency_penalty", "presence_penalty"):
-        value = _field(body, key, "float64", struct_name)
+        value = field(body, key, "float64", struct_name)
         if value is not None:
             options[key] = value
-    top_p = _field(body, "top_p", "float64", struct_name)
+    top_p = field(body, "top_p", "float64", struct_name)
     options["top_p"] = 1.0 if top_p is None else top_p
     return options
 
@@ -323,13 +318,13 @@ def _sampling(body: Mapping[str, Any], struct_name: str) -> dict[str, Any]:
 def chat_plan(body: Mapping[str, Any]) -> ChatPlan:
     """FromChatRequest: an OpenAI chat completion request → the runner's ChatRequest."""
     struct_name = "ChatCompletionRequest"
-    model = _field(body, "model", "string", struct_name) or ""
-    raw_messages = _field(body, "messages", "array", struct_name)
+    model = field(body, "model", "string", struct_name) or ""
+    raw_messages = field(body, "messages", "array", struct_name)
     if not raw_messages:
         raise OpenAIError(400, "[] is too short - 'messages'", "messages")
     _check_n(body, struct_name)
     stream, include_usage = _stream_flags(body, struct_name)
-    tools = _field(body, "tools", "array", struct_name)
+    tools = field(body, "tools", "array", struct_name)
     force_tools, keep_tools = _tool_choice(body.get("tool_choice"), tools)
     options = _sampling(body, struct_name)
     stops = _stops(body.get("stop"), strict=False)
@@ -347,12 +342,12 @@ def chat_plan(body: Mapping[str, Any]) -> ChatPlan:
         request["tools"] = tools
     if (think := _think(body)) is not None:
         request["think"] = think
-    if _field(body, "logprobs", "bool", struct_name):
+    if field(body, "logprobs", "bool", struct_name):
         request["logprobs"] = True
-    top_logprobs = _field(body, "top_logprobs", "int", struct_name)
+    top_logprobs = field(body, "top_logprobs", "int", struct_name)
     if top_logprobs:
         request["top_logprobs"] = top_logprobs
-    if _field(body, "_debug_render_only", "bool", struct_name):
+    if field(body, "_debug_render_only", "bool", struct_name):
         request["_debug_render_only"] = True
     return ChatPlan(request, stream, include_usage, force_tools)
 
@@ -370,7 +365,7 @@ class CompletionPlan:
 def completion_plan(body: Mapping[str, Any]) -> CompletionPlan:
     """FromCompleteRequest: `prompt` is one string (a list holding exactly one is accepted too)."""
     struct_name = "CompletionRequest"
-    model = _field(body, "model", "string", struct_name) or ""
+    model = field(body, "model", "string", struct_name) or ""
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -387,14 +382,14 @@ def completion_plan(body: Mapping[str, Any]) -> CompletionPlan:
     if stops is not None:
         options["stop"] = stops
     request: dict[str, Any] = {"model": model, "prompt": prompt or "", "options": options, "stream": stream}
-    suffix = _field(body, "suffix", "string", struct_name)
+    suffix = field(body, "suffix", "string", struct_name)
     if suffix:
         request["suffix"] = suffix
-    logprobs = _field(body, "logprobs", "int", struct_name)
+    logprobs = field(body, "logprobs", "int", struct_name)
     if logprobs:
         request["logprobs"] = True
         request["top_logprobs"] = logprobs
-    if _field(body, "_debug_render_only", "bool", struct_name):
+    if field(body, "_debug_render_only", "bool", struct_name):
         request["_debug_render_only"] = True
     return CompletionPlan(request, stream, include_usage)
 
@@ -408,9 +403,9 @@ class EmbeddingPlan:
 def embedding_plan(body: Mapping[str, Any]) -> EmbeddingPlan:
     """EmbeddingsMiddleware: validates encoding_format and input before the runner sees them."""
     struct_name = "EmbedRequest"
-    model = _field(body, "model", "string", struct_name) or ""
-    dimensions = _field(body, "dimensions", "int", struct_name)
-    encoding = _field(body, "encoding_format", "string", struct_name) or ""
+    model = field(body, "model", "string", struct_name) or ""
+    dimensions = field(body, "dimensions", "int", struct_name)
+    encoding = field(body, "encoding_format", "string", struct_name) or ""
     if encoding and encoding.lower() not in ("float", "base64"):
         raise OpenAIError(400, f"Invalid value for 'encoding_format' = {encoding}. Supported values: "
                                "['float', 'base64'].", "encoding_format")
@@ -441,7 +436,7 @@ def usage(final: Mapping[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def to_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """ToToolCalls: arguments become JSON text, the index comes from the runner's call index."""
     return [
         {
@@ -464,7 +459,7 @@ def _logprobs(chunk: Mapping[str, Any]) -> dict[str, Any] | None:
 def chat_completion(completion_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
     """ToChatCompletion: the non-streamed answer from the runner's collected chat response."""
     message = result.get("message", {})
-    calls = _tool_calls(message.get("tool_calls", []))
+    calls = to_tool_calls(message.get("tool_calls", []))
     out_message: dict[str, Any] = {"role": message.get("role", "assistant"), "content": message.get("content", "")}
     if message.get("thinking"):
         out_message["reasoning"] = message["thinking"]
@@ -527,7 +522,7 @@ class ChatStream:
         message = chunk.get("message", {})
         content = message.get("content", "")
         thinking = message.get("thinking", "")
-        calls = _tool_calls(message.get("tool_calls", []))
+        calls = to_tool_calls(message.get("tool_calls", []))
         logprobs = _logprobs(chunk)
         done = bool(chunk.get("done"))
         out: list[dict[str, Any]] = []

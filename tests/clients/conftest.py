@@ -1,5 +1,6 @@
 """One real corral for the client suites: SmolLM2 created with the CLI, plus a tool-capable copy,
-and the scripted bigram model (tests/support/bigram.py) for the tests that read the answer.
+and the scripted bigram model (tests/support/bigram.py) for the tests that read the answer, plus
+a thinking copy of it.
 
 Started once per session (loading and creating the model is the slow part); tests that change
 the catalogue use names of their own. Servers run with a 1024-token context to keep the 2-core
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.clients.toolmodel import TOOLS_TEMPLATE
-from tests.support.bigram import write_scripted_gguf
+from tests.support.bigram import THINKING_TEMPLATE, write_scripted_gguf
 from tests.support.models import write_modelfile
 from tests.support.server import ServerProcess, free_port, run_cli, start_server
 
@@ -23,6 +24,7 @@ SERVER_ENV = {"OLLAMA_CONTEXT_LENGTH": "1024"}
 MODEL = "smollm2"
 TOOLS_MODEL = "smollm2-tools"
 SCRIPTED_MODEL = "bigram"
+THINKING_MODEL = "bigram-thinking"
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +43,14 @@ def corral(tmp_path_factory: pytest.TempPathFactory, push_target_port: int) -> I
         bigram = write_modelfile(root, source=write_scripted_gguf(root), name="Modelfile.bigram")
         created = run_cli(server, "create", SCRIPTED_MODEL, "-f", str(bigram))
         assert created.returncode == 0, created.stderr
-        response = httpx.post(
-            server.url + "/api/create",
-            json={"model": TOOLS_MODEL, "from": MODEL, "template": TOOLS_TEMPLATE, "stream": False},
-            timeout=120,
-        )
-        assert response.status_code == 200, response.text
+        for name, source, template in ((TOOLS_MODEL, MODEL, TOOLS_TEMPLATE),
+                                       (THINKING_MODEL, SCRIPTED_MODEL, THINKING_TEMPLATE)):
+            response = httpx.post(
+                server.url + "/api/create",
+                json={"model": name, "from": source, "template": template, "stream": False},
+                timeout=120,
+            )
+            assert response.status_code == 200, response.text
         yield server
     finally:
         server.stop()
@@ -66,3 +70,13 @@ def mirror(tmp_path: Path, corral: ServerProcess) -> Iterator[Callable[[], Serve
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def release_tools_model(corral: ServerProcess) -> Iterator[None]:
+    """Unload the tool model after a module that used it: it shares SmolLM2's weights, so while it
+    stays loaded SmolLM2's requests run on its runner and /api/ps names that runner after it (as
+    ollama's does), which the modules after this one do not expect."""
+    yield
+    response = httpx.post(corral.url + "/api/generate", json={"model": TOOLS_MODEL, "keep_alive": 0}, timeout=60)
+    assert response.status_code == 200, response.text

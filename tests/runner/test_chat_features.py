@@ -17,7 +17,7 @@ import ollama
 import pytest
 
 from runner.scheduler import RunnerConfig
-from tests.support.bigram import AFTER_THINKING, ANSWER, THOUGHT
+from tests.support.bigram import AFTER_THINKING, ANSWER, THINKING_TEMPLATE, THOUGHT
 from tests.support.runner import StartRunner, bigram_spec, smollm2_spec
 
 pytestmark = pytest.mark.model
@@ -33,11 +33,6 @@ Tools: {{ json .Tools }}<|im_end|>
 {{- end }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
-
-THINKING_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
-{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>
-{{ end }}<|im_start|>assistant
-{{ if .Think }}<think>{{ end }}"""
 
 LEGACY_TEMPLATE = "{{ if .System }}SYS {{ .System }}\n{{ end }}USER {{ .Prompt }}\nBOT {{ .Response }}\n"
 

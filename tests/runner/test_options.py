@@ -73,7 +73,7 @@ def test_stop_strings_across_tokens_are_cut() -> None:
     stream = TextStream(("<|end|>",))
     released = [stream.feed(piece.encode()) for piece in ("Hello", " wor", "ld<|e", "nd|>more")]
     assert "".join(released) == "Hello world"
-    assert stream.stopped
+    assert stream.stopped and stream.matched == "<|end|>"
     assert stream.flush() == ""
 
 
@@ -83,6 +83,7 @@ def test_partial_stop_prefix_is_released_when_it_does_not_complete() -> None:
     assert stream.feed(b"AR") == "STAR"
     assert stream.feed(b" ST") == " "
     assert stream.flush() == "ST"
+    assert not stream.stopped and stream.matched == ""
 
 
 def test_split_utf8_characters_wait_for_their_last_byte() -> None:

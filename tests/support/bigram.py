@@ -133,6 +133,13 @@ SCRIPT = {
     "</think>": AFTER_THINKING_PIECES,
 }
 
+# A chatml template for a thinking model: it opens `<think>` for the answer when thinking is on,
+# so the scripted model thinks THOUGHT and answers AFTER_THINKING; with thinking off it answers ANSWER.
+THINKING_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>
+{{ end }}<|im_start|>assistant
+{{ if .Think }}<think>{{ end }}"""
+
 
 def write_scripted_gguf(directory: Path) -> Path:
     """The bigram model answering SCRIPT, written once into `directory`."""

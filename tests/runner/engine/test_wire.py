@@ -41,7 +41,7 @@ def test_settings_and_the_spec_the_child_needs_survive_the_trip() -> None:
 def test_events_survive_the_trip() -> None:
     frame = wire.piece_frame(4, Piece("hé", ({"token": "h", "logprob": -0.5},)))
     assert wire.decode(frame[wire.HEADER.size :]) == {"i": 4, "t": "hé", "l": [{"token": "h", "logprob": -0.5}]}
-    done = Finished("stop", 3, 100, 2, 200)
+    done = Finished("stop", 3, 100, 2, 200, stop="</s>")
     message = wire.decode(wire.finished_frame(4, done, steps=9)[wire.HEADER.size :])
     assert wire.finished_from_wire(message["d"]) == done and message["s"] == 9
 

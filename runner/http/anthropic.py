@@ -1,0 +1,89 @@
+"""`POST /v1/messages`: the Anthropic Messages API on top of the runner's chat.
+
+Like ollama's AnthropicMessagesMiddleware in front of its ChatHandler: the request becomes a
+chat request (runner.http.anthropic_wire), runs through the same service as /api/chat, and the
+chunks come back as one message, or as the Messages stream's named events (`event:
+message_start` … `event: message_stop`). Every failure under /v1/messages, wrong paths and
+methods included, is an Anthropic error object with its status, never OpenAI's shape that the
+rest of /v1 answers in; one after the stream started is an `error` event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from runner.errors import RequestError
+from runner.http.anthropic_wire import (
+    MessagesStream,
+    decode_body,
+    error_body,
+    messages_plan,
+    new_message_id,
+    to_message,
+)
+from runner.http.ollama import cancel_on_disconnect
+from runner.http.streaming import first_chunk, json_response, named_event, remaining_chunks, write_events
+from runner.service import RunnerService, collect_chat
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/messages"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return json_response(error_body(status, message), status)
+
+
+@web.middleware
+async def anthropic_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """Anthropic error objects for everything that fails under /v1/messages."""
+    if request.path != PATH and not request.path.startswith(PATH + "/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return _error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal server error")
+
+
+class AnthropicRoutes:
+    """The Messages endpoint for one RunnerService; the server mounts `messages` and `middleware`."""
+
+    middleware = staticmethod(anthropic_errors)
+
+    def __init__(self, service: RunnerService) -> None:
+        self.service = service
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await cancel_on_disconnect(request, lambda: self._answer(request))
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        plan = messages_plan(decode_body(await request.read()))
+        message_id = new_message_id()
+        chunks = self.service.chat(plan.request, force_tools=plan.force_tools, relax_think=True, report_stop=True)
+        async with contextlib.aclosing(chunks):
+            first = await first_chunk(chunks)
+            if not plan.stream:
+                result = collect_chat([first, *await remaining_chunks(chunks)])
+                return json_response(to_message(plan, message_id, result))
+            stream = MessagesStream(plan, message_id)
+            return await write_events(
+                request,
+                first,
+                chunks,
+                lambda chunk: [named_event(*event) for event in stream.feed(chunk)],
+                lambda exc: [named_event(*event) for event in stream.fail(exc.status, exc.message)],
+            )

@@ -21,6 +21,7 @@ import aiohttp
 from registry import __version__
 from registry.cli.client import CorralClient, base_url
 from registry.cli.common import AddCommand, client, human_ago, table
+from registry.cli.progress import ProgressBars
 from registry.config import Settings
 from registry.model.modelfile import ModelfileError, parse_modelfile, parse_parameters
 from registry.storage.store import hash_file
@@ -148,10 +149,14 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     modelfile = Path(args.file)
     if await asyncio.to_thread(modelfile.is_dir):
         modelfile = modelfile / "Modelfile"
-    async with client(settings) as c:
-        body = await build_create_request(c, args.model, modelfile)
-        async for event in c.stream("/api/create", body):
-            print(event.get("status", ""), file=sys.stderr)
+    bars = ProgressBars()  # a FROM model the server lacks is pulled first: its layers get bars
+    try:
+        async with client(settings) as c:
+            body = await build_create_request(c, args.model, modelfile)
+            async for event in c.stream("/api/create", body):
+                bars.update(event)
+    finally:
+        bars.close()
     return 0
 
 

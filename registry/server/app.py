@@ -36,7 +36,7 @@ from registry.server.listen import ListenError, listen
 from registry.server.metrics import Metrics
 from registry.server.middleware import access_log, error_middleware
 from registry.server.routes import Handlers, route_table
-from registry.server.runner_bridge import make_openai_routes
+from registry.server.runner_bridge import check_template, make_openai_routes
 from registry.server.services import SERVICES, Services, build_services
 from registry.storage.owner import CatalogueInUse
 from registry.storage.store_lock import StoreInUse
@@ -53,7 +53,8 @@ def build_handlers(services: Services) -> Handlers:
     s = services
     settings = s.settings
     return Handlers(
-        library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
+        library=LibraryHandlers(s.catalog, s.store, s.model_reader,
+                                ModelCreator(s.catalog, s.store, s.model_reader, s.puller, check_template),
                                 settings.max_upload),
         v2_reads=V2Reads(s.content, settings.upstream_host, s.presigned if settings.pull_auth else None),
         v2_writes=V2Writes(s.uploads, s.store, s.catalog, settings.upstream_host),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,37 @@ def _media_type(info: GGUFInfo) -> str:
     return MEDIA_PROJECTOR if info.is_projector else MEDIA_MODEL
 
 
+class _NewLayers:
+    """The small layers one create makes (template, system, params, …), held in memory until the
+    manifest is final and only then stored. ollama writes each at once and deletes the ones a later
+    step replaces (a detected template under the request's own); the store ends the same, with no
+    orphan blobs, and a status says "using existing layer" when the store or this create already
+    has those bytes, as ollama's does."""
+
+    def __init__(self, catalog: Catalog, store: BlobStore) -> None:
+        self.catalog = catalog
+        self.store = store
+        self._data: dict[Digest, tuple[str, bytes]] = {}
+
+    async def make(self, media_type: str, data: bytes) -> _Entry:
+        digest = Digest(hashlib.sha256(data).hexdigest())
+        present = digest in self._data or await self.catalog.servable_size(digest) is not None
+        self._data.setdefault(digest, (media_type, data))
+        verb = "using existing" if present else "creating new"
+        return _Entry(Layer(media_type, digest, len(data)), f"{verb} layer {digest}")
+
+    def data(self, digest: Digest) -> bytes | None:
+        made = self._data.get(digest)
+        return made[1] if made else None
+
+    async def store_kept(self, layers: list[Layer]) -> None:
+        """Store the layers made here that the manifest references, each once."""
+        for digest in dict.fromkeys(layer.digest for layer in layers if layer.digest in self._data):
+            media_type, data = self._data[digest]
+            result = await self.store.ingest(_once(data), expected=digest)
+            await self.catalog.record_blob(result.digest, result.size, media_type=media_type)
+
+
 class ModelCreator:
     """Builds and stores models for `/api/create` from blobs the store holds or the mirror pulls."""
 
@@ -121,6 +153,7 @@ class ModelCreator:
             async for event in self.puller.events(plan.pull, self.puller.endpoint_for(plan.pull)):
                 yield event
             base = await self._pulled(plan.pull)
+        new = _NewLayers(self.catalog, self.store)
         entries: list[_Entry] = []
         config: dict[str, Any] = {}
         if base is not None:
@@ -138,29 +171,31 @@ class ModelCreator:
                 entries.append(_existing(Layer(_media_type(info), digest, size)))
                 if _media_type(info) == MEDIA_MODEL:
                     _describe_model(config, info)
-            entries += await self._detected_templates(found)
+            entries += await _detected_templates(new, found)
 
         if req.template is not None:
-            entries = await self._replace(entries, MEDIA_TEMPLATE, req.template.encode(), drop=(MEDIA_PROMPT,))
+            entries = _replaced(entries, await new.make(MEDIA_TEMPLATE, req.template.encode()), MEDIA_PROMPT)
         if req.system is not None:
-            entries = await self._replace(entries, MEDIA_SYSTEM, req.system.encode())
+            entries = _replaced(entries, await new.make(MEDIA_SYSTEM, req.system.encode()))
         for text in req.license:
-            entries.append(await self._text_layer(MEDIA_LICENSE, text.encode()))
-        entries = await self._parameters(entries, req.parameters)
+            entries.append(await new.make(MEDIA_LICENSE, text.encode()))
+        entries = await self._parameters(new, entries, req.parameters)
         if req.messages:
-            entries = await self._replace(entries, MEDIA_MESSAGES, gojson.encode(req.messages))
+            entries = _replaced(entries, await new.make(MEDIA_MESSAGES, gojson.encode(req.messages)))
 
         for key, value in (("renderer", req.renderer), ("parser", req.parser), ("requires", req.requires)):
             if value:
                 config[key] = value
         config.setdefault("model_format", "gguf")
         config["architecture"], config["os"] = "amd64", "linux"
-        config_layer = (await self._text_layer(CONFIG_TYPE, _config_json(config))).layer
+        config_layer = (await new.make(CONFIG_TYPE, _config_json(config))).layer
 
         for entry in entries:
             yield {"status": entry.status}
         yield {"status": "writing manifest"}
-        await self.catalog.put_manifest(req.name, build_manifest(config_layer, [e.layer for e in entries]))
+        layers = [e.layer for e in entries]
+        await new.store_kept([config_layer, *layers])
+        await self.catalog.put_manifest(req.name, build_manifest(config_layer, layers))
         yield {"status": "success"}
 
 
@@ -197,47 +232,44 @@ class ModelCreator:
         except GGUFError as exc:
             raise ApiError(400, f"{filename}: {exc}") from None
 
-    async def _detected_templates(self, infos: list[GGUFInfo]) -> list[_Entry]:
-        """ollama's detectChatTemplate: for each GGUF with a chat template close to a known one,
-        that Go template (its status names it) and its parameters."""
-        entries = []
-        for info in infos:
-            known = chat_templates.detect(info.chat_template) if info.chat_template else None
-            if known is None:
-                continue
-            template = await self._text_layer(MEDIA_TEMPLATE, known.text)
-            entries.append(_Entry(template.layer, f"using autodetected template {known.name}"))
-            if known.parameters is not None:
-                entries.append(await self._text_layer(MEDIA_PARAMS, gojson.encode(known.parameters)))
-        return entries
-
-    async def _parameters(self, entries: list[_Entry], requested: dict[str, Any]) -> list[_Entry]:
+    async def _parameters(self, new: _NewLayers, entries: list[_Entry], requested: dict[str, Any]) -> list[_Entry]:
         """ollama's setParameters: the request's parameters over those of every params layer
         already there (the first one wins among them), written again as one layer at the end."""
         params = dict(requested)
         for entry in entries:
             if entry.layer.media_type == MEDIA_PARAMS:
-                for key, value in (await self._json_layer(entry.layer)).items():
+                for key, value in (await self._json_object(new, entry.layer)).items():
                     params.setdefault(key, value)
         if not params:
             return entries
-        return await self._replace(entries, MEDIA_PARAMS, gojson.encode(gojson.go_map(params)))
+        return _replaced(entries, await new.make(MEDIA_PARAMS, gojson.encode(gojson.go_map(params))))
 
-    async def _json_layer(self, layer: Layer) -> dict[str, Any]:
+    async def _json_object(self, new: _NewLayers, layer: Layer) -> dict[str, Any]:
+        made = new.data(layer.digest)
+        if made is not None:
+            return json.loads(made)
         return await self.model_reader.json_object(layer.digest, layer.size, "params")
 
-    async def _replace(self, entries: list[_Entry], media_type: str, data: bytes,
-                       drop: tuple[str, ...] = ()) -> list[_Entry]:
-        kept = [e for e in entries if e.layer.media_type != media_type and e.layer.media_type not in drop]
-        return [*kept, await self._text_layer(media_type, data)]
 
-    async def _text_layer(self, media_type: str, data: bytes) -> _Entry:
-        """Store a small layer; its status says whether the store had those bytes already, as ollama's."""
-        present = await self.catalog.servable_size(Digest(hashlib.sha256(data).hexdigest())) is not None
-        result = await self.store.ingest(_once(data))
-        await self.catalog.record_blob(result.digest, result.size, media_type=media_type)
-        verb = "using existing" if present else "creating new"
-        return _Entry(Layer(media_type, result.digest, result.size), f"{verb} layer {result.digest}")
+async def _detected_templates(new: _NewLayers, infos: list[GGUFInfo]) -> list[_Entry]:
+    """ollama's detectChatTemplate: for each GGUF with a chat template close to a known one,
+    that Go template (its status names it) and its parameters."""
+    entries = []
+    for info in infos:
+        known = chat_templates.detect(info.chat_template) if info.chat_template else None
+        if known is None:
+            continue
+        template = await new.make(MEDIA_TEMPLATE, known.text)
+        entries.append(_Entry(template.layer, f"using autodetected template {known.name}"))
+        if known.parameters is not None:
+            entries.append(await new.make(MEDIA_PARAMS, gojson.encode(known.parameters)))
+    return entries
+
+
+def _replaced(entries: list[_Entry], entry: _Entry, *also: str) -> list[_Entry]:
+    """`entries` without the layers of `entry`'s media type (and of the types in `also`), then `entry`."""
+    dropped = {entry.layer.media_type, *also}
+    return [*(e for e in entries if e.layer.media_type not in dropped), entry]
 
 
 def _describe_model(config: dict[str, Any], info: GGUFInfo) -> None:

@@ -27,13 +27,14 @@ from registry.model.manifest import (
 from registry.model.names import Digest, ModelName
 from registry.server.services import SERVICES
 from tests.support.digests import sha256_bytes, sha256_file
-from tests.support.models import CHATML_TEMPLATE, smollm2_gguf, write_gguf
+from tests.support.models import smollm2_gguf, write_gguf
 from tests.support.projector import write_llava_projector
 
 # sha256 of ollama's template/chatml.gotmpl (commit fb3076099), and the params layer ollama's
 # detectChatTemplate writes for it: json.NewEncoder(…).Encode of {"stop": […]}, HTML-escaped, newline.
 OLLAMA_CHATML_DIGEST = "sha256:e3b2721cec511e3a627ae0993753abbf5c72cdf4cfcdbc8f5c33ce15c4c4e04b"
 OLLAMA_CHATML_PARAMS = b'{"stop":["\\u003c|im_start|\\u003e","\\u003c|im_end|\\u003e"]}\n'
+PLAIN_TEMPLATE = "{{ .System }} {{ .Prompt }}"
 WEIGHTS = {"token_embd.weight": np.zeros((4, 8), dtype=np.float32)}
 
 
@@ -174,15 +175,18 @@ async def test_a_requested_template_replaces_the_detected_one_and_keeps_its_stop
     client: TestClient, tmp_path: Path
 ) -> None:
     model = await upload(client, model_gguf(tmp_path / "model.gguf", read_gguf_info(smollm2_gguf()).chat_template))
-    lines = await create(client, {"model": "mine", "files": {"model.gguf": model}, "template": CHATML_TEMPLATE,
+    lines = await create(client, {"model": "mine", "files": {"model.gguf": model}, "template": PLAIN_TEMPLATE,
                                   "system": "Be brief.", "parameters": {"temperature": 1, "stop": ["<|im_end|>"]}})
     statuses = [line["status"] for line in lines]
     assert "using autodetected template chatml" not in statuses
     params = b'{"stop":["\\u003c|im_end|\\u003e"],"temperature":1}\n'  # the request's stop wins, Go's float
     assert await layers_of(client, "mine") == [
-        (MEDIA_MODEL, model), (MEDIA_TEMPLATE, sha256_bytes(CHATML_TEMPLATE.encode())),
+        (MEDIA_MODEL, model), (MEDIA_TEMPLATE, sha256_bytes(PLAIN_TEMPLATE.encode())),
         (MEDIA_SYSTEM, sha256_bytes(b"Be brief.")), (MEDIA_PARAMS, sha256_bytes(params))]
     assert f"creating new layer {sha256_bytes(params)}" in statuses
+    store = client.server.app[SERVICES].store  # what the request replaced is not left behind
+    assert not store.exists(Digest.parse(OLLAMA_CHATML_DIGEST))
+    assert not store.exists(Digest.parse(sha256_bytes(OLLAMA_CHATML_PARAMS)))
 
 
 async def test_an_unknown_chat_template_gets_no_template(client: TestClient, tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ class _NewLayers:
         self._data: dict[Digest, tuple[str, bytes]] = {}
 
     async def make(self, media_type: str, data: bytes) -> _Entry:
-        digest = Digest(hashlib.sha256(data).hexdigest())
+        digest = Digest((await asyncio.to_thread(hashlib.sha256, data)).hexdigest())  # a template may be megabytes
         present = digest in self._data or await self.catalog.servable_size(digest) is not None
         self._data.setdefault(digest, (media_type, data))
         verb = "using existing" if present else "creating new"

@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from registry import __version__
-from registry.library.create import ModelCreator, parse_create_request
+from registry.library.create import ModelCreator
+from registry.library.create_request import parse_create_request
 from registry.model.gguf import capabilities
 from registry.model.modelfile import format_parameters, render_modelfile
 from registry.model.names import Digest, InvalidDigestError, InvalidNameError, ModelName
@@ -158,6 +159,9 @@ class LibraryHandlers:
             out["tensors"] = contents.gguf.show_tensors()
             caps = capabilities(contents.gguf, template, has_projector=contents.projector is not None)
             out["capabilities"] = [*caps, *(c for c in contents.config.get("capabilities", []) if c not in caps)]
+        if contents.projector_digest is not None:
+            projector = await self.model_reader.gguf_info(contents.projector_digest)
+            out["projector_info"] = projector.kv_info(verbose=verbose)
         for key in ("renderer", "parser", "requires"):
             if contents.config.get(key):
                 out[key] = contents.config[key]

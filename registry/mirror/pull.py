@@ -46,7 +46,8 @@ PROGRESS_INTERVAL = 0.06  # ollama's progress tick
 
 
 class Puller:
-    """ollama's pull as a stream of progress events; used by `POST /api/pull` and by keep-warm."""
+    """ollama's pull as a stream of progress events; used by `POST /api/pull`, by keep-warm and by
+    `/api/create` for a `from` model the store lacks."""
 
     def __init__(self, upstream: Upstream, manifests: ManifestCache, fills: Fills, catalog: Catalog, *,
                  noprune: bool) -> None:
@@ -61,11 +62,16 @@ class Puller:
         name = parse_name(model_field(body))
         insecure = field(body, "insecure", bool, False)
         stream = field(body, "stream", bool, True)
+        endpoint = self.endpoint_for(name, insecure)
+        return await stream_progress(request, stream, self.events(name, endpoint))
+
+    def endpoint_for(self, name: ModelName, insecure: bool = False) -> Endpoint:
+        """The registry `name` is pulled from; a host the mirror may not reach is a 400 here,
+        before any connection and before a stream starts."""
         try:
-            endpoint = self.upstream.endpoint_for(name, insecure)
+            return self.upstream.endpoint_for(name, insecure)
         except EgressRefused as exc:
             raise ApiError(exc.status, str(exc)) from None
-        return await stream_progress(request, stream, self.events(name, endpoint))
 
     async def events(self, name: ModelName, endpoint: Endpoint) -> AsyncIterator[dict[str, Any]]:
         user_agent = default_user_agent()

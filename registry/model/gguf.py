@@ -15,7 +15,7 @@ import os
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import gguf
@@ -89,6 +89,7 @@ class GGUFInfo:
     tensors: tuple[GGUFTensor, ...]
     parameter_count: int  # sum of the tensors' element counts, what ollama reports
     data_offset: int  # where tensor data starts in the file
+    types: dict[str, int] = field(default_factory=dict)  # each key's GGUF value type, as in the file
 
     @property
     def architecture(self) -> str:
@@ -97,6 +98,39 @@ class GGUFInfo:
     def arch_value(self, key: str) -> Any:
         """An architecture-scoped key (`llama.context_length` for "context_length"), or None."""
         return self.kv.get(f"{self.architecture}.{key}")
+
+    def _typed(self, key: str, kind: int) -> Any:
+        """The value of `key` only if the file stores it with GGUF type `kind`, else None: ollama
+        reads keys with Go type assertions, so a block count written as uint64 counts as absent."""
+        return self.kv.get(key) if self.types.get(key) == kind else None
+
+    def _arch_uint32(self, key: str) -> int:
+        value = self._typed(f"{self.architecture}.{key}", _TYPE_UINT32)
+        return value if value is not None else 0
+
+    @property
+    def kind(self) -> str:
+        """`general.type` ("model", "adapter", "mmproj"…), "unknown" when absent, as ollama's KV.Kind."""
+        value = self._typed("general.type", _TYPE_STRING)
+        return value if value is not None else "unknown"
+
+    @property
+    def is_adapter(self) -> bool:
+        """A LoRA adapter (llama.cpp's converter marks them `general.type = adapter`)."""
+        return self.kind == "adapter"
+
+    @property
+    def is_projector(self) -> bool:
+        """A multimodal projector rather than a language model, by ollama's rule: the file says so
+        (`general.type` projector or mmproj), or it has vision blocks but no text blocks, or it is
+        a `clip` file without text blocks that declares a vision or audio encoder."""
+        if self.kind in ("projector", "mmproj"):
+            return True
+        text_blocks = self._arch_uint32("block_count")
+        if text_blocks == 0 and self._arch_uint32("vision.block_count") > 0:
+            return True
+        encoders = (self._typed(f"{self.architecture}.has_{what}_encoder", _TYPE_BOOL) for what in ("vision", "audio"))
+        return self.architecture == "clip" and text_blocks == 0 and any(encoders)
 
     @property
     def file_type(self) -> str:
@@ -129,18 +163,21 @@ class GGUFInfo:
         """The Jinja template embedded by the converter, the fallback when there is no Go one."""
         return self.kv.get("tokenizer.chat_template") or None
 
-    def model_info(self, verbose: bool = False) -> dict[str, Any]:
-        """/api/show's `model_info`: every key but general.name and tokenizer.chat_template, keys
-        sorted (Go marshals maps so), general.parameter_count set to the tensor element count.
-        Without `verbose` every non-empty array is None (JSON null), as ollama reads them with
+    def kv_info(self, verbose: bool = False) -> dict[str, Any]:
+        """Every key/value as /api/show prints a GGUF's (its `projector_info` as is): keys sorted
+        (Go marshals maps so), general.parameter_count set to the tensor element count. Without
+        `verbose` every non-empty array is None (JSON null), as ollama reads them with
         maxArraySize 0; empty arrays stay []."""
         info = {
             key: None if isinstance(value, list) and value and not verbose else value
             for key, value in self.kv.items()
-            if key not in _HIDDEN_KEYS
         }
         info["general.parameter_count"] = self.parameter_count
         return dict(sorted(info.items()))
+
+    def model_info(self, verbose: bool = False) -> dict[str, Any]:
+        """/api/show's `model_info`: `kv_info` without general.name and tokenizer.chat_template."""
+        return {key: value for key, value in self.kv_info(verbose).items() if key not in _HIDDEN_KEYS}
 
     def show_tensors(self) -> list[dict[str, Any]]:
         """/api/show's `tensors` entries: name, type and shape of every tensor."""
@@ -265,9 +302,11 @@ def _read_header(reader: _HeaderReader, size: int) -> GGUFInfo:
     n_kv = reader.scalar("Q")
 
     kv: dict[str, Any] = {}
+    types: dict[str, int] = {}
     for _ in range(n_kv):
         key = reader.string()
-        kv[key] = reader.value(reader.scalar("I"))
+        types[key] = reader.scalar("I")
+        kv[key] = reader.value(types[key])
 
     tensors = tuple(_read_tensor(reader) for _ in range(n_tensors))
 
@@ -286,6 +325,7 @@ def _read_header(reader: _HeaderReader, size: int) -> GGUFInfo:
         tensors=tensors,
         parameter_count=sum(_elements(t.shape) for t in tensors),
         data_offset=data_offset,
+        types=types,
     )
 
 

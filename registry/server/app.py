@@ -40,7 +40,7 @@ from registry.server.logs import configure_logging
 from registry.server.metrics import Metrics
 from registry.server.middleware import error_middleware
 from registry.server.routes import Handlers, route_table
-from registry.server.runner_bridge import make_openai_routes, runner_status
+from registry.server.runner_bridge import check_template, make_openai_routes, runner_status
 from registry.server.services import SERVICES, Services, build_services
 from registry.storage.owner import CatalogueInUse
 from registry.storage.store_lock import StoreInUse
@@ -59,7 +59,8 @@ def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
     s = services
     settings = s.settings
     return Handlers(
-        library=LibraryHandlers(s.catalog, s.store, s.model_reader, ModelCreator(s.catalog, s.store, s.model_reader),
+        library=LibraryHandlers(s.catalog, s.store, s.model_reader,
+                                ModelCreator(s.catalog, s.store, s.model_reader, s.puller, check_template),
                                 settings.max_upload),
         cloud=CloudStatus(settings.no_cloud),
         v2_reads=V2Reads(s.content, s.presigned if settings.pull_auth else None),

@@ -1,5 +1,5 @@
 """The seam between registry and runner: settings → RunnerConfig, names → ModelSpec, models → /v1/models,
-and the runner's state for the status page.
+the runner's state for the status page, and its template parser for `/api/create`.
 
 The runner never reads the database or the store layout, and never imports the registry: it
 receives a resolver that turns a model name into a ModelSpec built from the manifest (recording
@@ -24,6 +24,7 @@ from runner.http.ollama import Runner
 from runner.http.openai import OpenAIRoutes
 from runner.scheduler import RunnerConfig
 from runner.spec import ModelNotFoundError, ModelSpec
+from runner.template.template import Template
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -45,6 +46,12 @@ def visible_gpus(value: str) -> tuple[str, ...]:
     """The GPUs the server was given (CUDA_VISIBLE_DEVICES, as CUDA reads it), for the scheduler to
     hand out to runner children; unset or empty leaves each child seeing what the server sees."""
     return tuple(device.strip() for device in value.split(",") if device.strip())
+
+
+def check_template(text: str) -> None:
+    """Parse a Go template as the runner will when the model is used (ollama's template.Parse);
+    a template that does not parse raises the parser's TemplateError, a ValueError."""
+    Template.parse(text)
 
 
 def make_runner(settings: Settings, catalog: Catalog, model_reader: ModelReader) -> Runner:

@@ -50,6 +50,7 @@ class ModelContents:
     license: list[str] = field(default_factory=list)
     adapters: list[Path] = field(default_factory=list)
     projector: Path | None = None
+    projector_digest: Digest | None = None
     config: dict[str, Any] = field(default_factory=dict)
     gguf: GGUFInfo | None = None
 
@@ -136,13 +137,14 @@ class ModelReader:
             elif mt == MEDIA_LICENSE:
                 contents.license.append(await self._text(layer.digest, layer.size))
             elif mt == MEDIA_PARAMS:
-                contents.params = _json_object(await self._text(layer.digest, layer.size), "params")
+                contents.params = await self.json_object(layer.digest, layer.size, "params")
             elif mt == MEDIA_MESSAGES:
                 contents.messages = _json_list(await self._text(layer.digest, layer.size), "messages")
             elif mt == MEDIA_ADAPTER:
                 contents.adapters.append(self.store.path(layer.digest))
-            elif mt == MEDIA_PROJECTOR:
+            elif mt == MEDIA_PROJECTOR and contents.projector is None:  # the first, as ollama uses
                 contents.projector = self.store.path(layer.digest)
+                contents.projector_digest = layer.digest
         contents.config = await self.config(record)
         if model_layer is not None and self.store.exists(model_layer.digest):
             contents.gguf = await self.gguf_info(model_layer.digest)
@@ -199,7 +201,11 @@ class ModelReader:
         config_layer = record.manifest.config
         if config_layer is None or not self.store.exists(config_layer.digest):
             return {}
-        return _json_object(await self._text(config_layer.digest, config_layer.size), "config")
+        return await self.json_object(config_layer.digest, config_layer.size, "config")
+
+    async def json_object(self, digest: Digest, size: int, what: str) -> dict[str, Any]:
+        """A JSON-object layer (`what` names it in the error): params, or the config."""
+        return _json_object(await self._text(digest, size), what)
 
     async def gguf_info(self, digest: Digest) -> GGUFInfo:
         return self._gguf.get(digest) or self._gguf.put(

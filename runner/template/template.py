@@ -101,9 +101,16 @@ class Template:
 
     @classmethod
     def parse(cls, text: str) -> Template:
-        """Parses Go template source the way ollama's template.Parse does, `{{ .Response }}` included."""
-        root, defs = parse(text, FUNCS)
-        names = {name.lower() for body in (root, *defs.values()) for name in _identifiers(body)}
+        """Parses Go template source the way ollama's template.Parse does, `{{ .Response }}` included.
+
+        Go's parser recurses on a growable stack; Python's does not, so a template nested deeper
+        than the interpreter allows is refused as a TemplateError rather than failing as a crash.
+        """
+        try:
+            root, defs = parse(text, FUNCS)
+            names = {name.lower() for body in (root, *defs.values()) for name in _identifiers(body)}
+        except RecursionError:
+            raise TemplateError("template: nesting too deep") from None
         if "messages" not in names and "response" not in names:
             root.nodes.append(_response_action(len(text)))
             names.add("response")

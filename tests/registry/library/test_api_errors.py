@@ -41,7 +41,15 @@ async def test_malformed_bodies(client: TestClient, method: str, path: str, body
         ("POST", "/api/create", {"model": "x", "files": {"../m.gguf": GOOD}}, 400, "file path must be relative"),
         ("POST", "/api/create", {"model": "x", "files": {"m.gguf": "md5:1"}}, 400, "invalid digest format"),
         ("POST", "/api/create", {"model": "x", "files": "m.gguf"}, 400, None),
-        ("POST", "/api/create", {"model": "x", "from": "nope"}, 404, "model 'nope' not found"),
+        ("POST", "/api/create", {"model": "x", "from": "nope", "stream": False}, 503,
+         "pull model manifest: nope:latest is not cached, and corral is offline (CORRAL_OFFLINE=1) and contacts "
+         "only the hosts listed in CORRAL_ALLOWED_HOSTS; registry.ollama.ai is not one of them (list it there to "
+         "allow it)"),
+        ("POST", "/api/create", {"model": "x", "from": "evil.example/x/y"}, 400, None),
+        ("POST", "/api/create", {"model": "x", "from": "y", "template": "{{ .Prompt"}, 400,
+         "template error: template: :1: unclosed action"),
+        ("POST", "/api/create", {"model": "x", "files": {"m.gguf": GOOD}, "template": "{{ end }}"}, 400,
+         "template error: template: :1: unexpected {{end}}"),
         ("POST", "/api/create", {"model": "x", "files": {"m.gguf": GOOD}}, 400, None),
         ("POST", "/api/create", {"model": "x", "from": "y", "parameters": {"bogus_option": 1}}, 400, None),
         ("POST", "/api/create", {"model": "x", "from": "y", "parameters": {"temperature": "hot"}}, 400, None),

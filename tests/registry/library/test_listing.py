@@ -36,6 +36,7 @@ def _chat_kv(writer: gguf.GGUFWriter) -> None:
 
 
 def _vision_kv(writer: gguf.GGUFWriter) -> None:
+    writer.add_block_count(2)  # text blocks too: with vision blocks alone it would be a projector
     writer.add_uint32("llama.vision.block_count", 2)
     writer.add_context_length(4096)
 

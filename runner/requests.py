@@ -1,8 +1,9 @@
-"""Validation of the structured request fields: messages, tools and think.
+"""Validation of the structured request fields: messages, tools, images and think.
 
 Ollama decodes these with Go's encoding/json into typed structs, so a wrong JSON type is a 400
 before anything else happens. The same checks here produce plain dicts in ollama's JSON shape
-(roles lower-cased as api.Message.UnmarshalJSON does, tool-call arguments as objects).
+(roles lower-cased as api.Message.UnmarshalJSON does, tool-call arguments as objects, images as
+the bytes their base64 encodes).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from runner import gobase64
 from runner.errors import RequestError
 from runner.jsonbody import BodyError, decode_json, json_type
 
@@ -123,10 +125,8 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
         for key in ("thinking", "tool_name", "tool_call_id"):
             if item.get(key):
                 message[key] = _optional_string(item, key, f"Message.{key}")
-        images = item.get("images")
+        images = parse_images(item.get("images"), "Message.images")
         if images:
-            if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-                raise _unmarshal_error(images, "Message.images", "[]api.ImageData")
             message["images"] = images
         calls = item.get("tool_calls")
         if calls:
@@ -135,6 +135,19 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
             message["tool_calls"] = [_tool_call(call, i) for i, call in enumerate(calls)]
         messages.append(message)
     return messages
+
+
+def parse_images(value: Any, field: str) -> tuple[bytes, ...]:
+    """A request's `images` ([]api.ImageData): base64 strings, decoded as Go decodes them, so a
+    bad one is Go's 400 (`illegal base64 data at input byte N`)."""
+    if not value:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise _unmarshal_error(value, field, "[]api.ImageData")
+    try:
+        return tuple(gobase64.decode(image) for image in value)
+    except gobase64.Base64Error as exc:
+        raise RequestError(400, str(exc)) from None
 
 
 def parse_tools(value: Any) -> list[dict[str, Any]]:

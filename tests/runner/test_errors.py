@@ -65,6 +65,10 @@ async def _post(harness: Harness, path: str, body: Any) -> tuple[int, Any]:
          "registry.ollama.ai/library/smollm2:latest does not support vision"),
         ("/api/chat", {"model": "smollm2", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
          400, "registry.ollama.ai/library/smollm2:latest does not support vision"),
+        ("/api/chat", {"model": "smollm2", "messages": [{"role": "user", "content": "x", "images": ["aGk=", "a@"]}]},
+         400, "illegal base64 data at input byte 1"),
+        ("/api/generate", {"model": "smollm2", "prompt": "x", "images": "aGk="}, 400,
+         "json: cannot unmarshal string into Go struct field GenerateRequest.images of type []api.ImageData"),
     ],
 )  # fmt: skip
 async def test_bad_requests(harness: Harness, path: str, body: Any, status: int, error: str | None) -> None:

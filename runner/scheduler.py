@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.engine.engine import EngineSettings
+from runner.engine.loading import EngineSettings
 from runner.engine.memory import footprint, offload_layers, place
 from runner.engine.native import gpu_offload_supported
 from runner.engine.process import EngineProcess
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_MODELS_PER_GPU = 3  # ollama's OLLAMA_MAX_LOADED_MODELS=0 means 3 per GPU (3 on CPU)
 _FOREVER_SECONDS = (2**63 - 1) / 1e9  # what Go's MaxInt64 duration adds to expires_at
+_MULTIMODAL_MIN_CTX = 2048  # ollama's sched.go: a model with a projector gets at least this
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Scheduler:
     def engine_settings(self, spec: ModelSpec, options: RunnerOptions, embedding_only: bool) -> EngineSettings:
         """What a load with these options looks like; equal settings mean no reload is needed."""
         num_ctx = options.num_ctx if options.num_ctx > 0 else (self.config.context_length or 4096)
+        if spec.projector is not None:  # an image alone can take hundreds of cells
+            num_ctx = max(num_ctx, _MULTIMODAL_MIN_CTX)
         trained = int(spec.gguf.get(f"{spec.architecture}.context_length", 0) or 0)
         if trained and num_ctx > trained:
             log.warning("requested context size too large for model: num_ctx=%d n_ctx_train=%d", num_ctx, trained)

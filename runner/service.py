@@ -33,13 +33,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runner.engine.engine import Completion, EngineSettings, Finished, Piece
+from runner.engine.engine import Completion, Finished, Piece
+from runner.engine.loading import EngineSettings
 from runner.engine.process import EngineProcess
 from runner.engine.sampling import grammar_for_format
 from runner.errors import RequestError
 from runner.gotime import go_time, now_utc
 from runner.options import Options, build_options, parse_keep_alive
 from runner.prompt.builder import PromptBuilder, capabilities, think_enabled
+from runner.prompt.images import Rendered, prompt_tokens
 from runner.prompt.thinking import ThinkingParser
 from runner.prompt.toolgrammar import tool_call_grammar
 from runner.prompt.tools import new_tool_call_id
@@ -47,6 +49,7 @@ from runner.requests import (
     bool_field,
     check_token_ids,
     parse_context,
+    parse_images,
     parse_messages,
     parse_think,
     parse_tools,
@@ -112,7 +115,7 @@ class RunnerService:
         self.scheduler = scheduler
         self.stats = RunnerStats(scheduler)
         self._prompts: weakref.WeakKeyDictionary[EngineProcess, dict[str, PromptBuilder]] = weakref.WeakKeyDictionary()
-        self._renders: set[asyncio.Future[str]] = set()  # awaited by requests; ended by `stop_renders`
+        self._renders: set[asyncio.Future[Rendered]] = set()  # awaited by requests; ended by `stop_renders`
 
     def stop_renders(self) -> None:
         """At shutdown: requests waiting for a template end now, whatever their render thread does."""
@@ -120,7 +123,7 @@ class RunnerService:
             if not render.done():
                 render.set_exception(RequestError(503, "the server is shutting down"))
 
-    async def _render(self, render: Callable[[], str]) -> str:
+    async def _render(self, render: Callable[[], Rendered]) -> Rendered:
         """Run a prompt template off the event loop, in a daemon thread.
 
         A template may run up to its execution bounds (seconds of CPU), and Python cannot stop a
@@ -128,9 +131,9 @@ class RunnerService:
         daemon thread, unlike a pool thread, does not hold up the interpreter's exit.
         """
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[str] = loop.create_future()
+        done: asyncio.Future[Rendered] = loop.create_future()
 
-        def settle(result: str, exc: BaseException | None) -> None:
+        def settle(result: Rendered | None, exc: BaseException | None) -> None:
             if done.done():
                 return
             if exc is not None:
@@ -142,7 +145,7 @@ class RunnerService:
             try:
                 result, exc = render(), None
             except BaseException as error:  # handed to the awaiting request, whatever it is
-                result, exc = "", error
+                result, exc = None, error
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody awaits it
                 loop.call_soon_threadsafe(settle, result, exc)
 
@@ -198,18 +201,22 @@ class RunnerService:
         return think
 
     async def _generation(
-        self, model: LoadedModel, prompt: str, plan: _Plan, preserved: frozenset[int] = frozenset()
+        self, model: LoadedModel, prompt: Rendered, plan: _Plan, preserved: frozenset[int] = frozenset()
     ) -> AsyncIterator[Piece | Finished]:
-        """Tokenize, fit to the context and run; yields the engine's pieces and its Finished."""
+        """Tokenize, fit to the context and run; yields the engine's pieces and its Finished. A
+        prompt with images is fitted by the runner child, which alone knows what they take."""
         engine = model.engine
-        tokens = await asyncio.to_thread(engine.vocab.tokenize, prompt)
+        tokens = await asyncio.to_thread(prompt_tokens, engine.vocab, prompt)
+        if not prompt.images:
+            tokens = engine.fit_prompt(tokens, plan.options, plan.truncate, plan.shift)
         completion = Completion(
-            tokens=tuple(engine.fit_prompt(tokens, plan.options, plan.truncate, plan.shift)),
+            tokens=tuple(tokens),
             options=plan.options,
             grammar=plan.grammar,
             preserved=preserved,
             shift=plan.shift,
             logprobs=plan.logprobs,
+            images=prompt.images,
         )
         async with contextlib.aclosing(engine.complete(completion)) as events:
             async for event in events:
@@ -241,6 +248,7 @@ class RunnerService:
         system, template = string_field(req, "system"), string_field(req, "template")
         raw = bool(bool_field(req, "raw"))
         context = parse_context(req.get("context"))
+        images = parse_images(req.get("images"), "GenerateRequest.images")
         think = parse_think(req.get("think"))
         spec = await self._spec(name)
         check_token_ids(context or [], spec.vocab_size)
@@ -256,7 +264,7 @@ class RunnerService:
             raise RequestError(400, f'"{name}" does not support generate')
         if suffix and "insert" not in caps:
             raise RequestError(400, f"{spec.error_name} does not support insert")
-        if req.get("images"):
+        if images and "vision" not in caps:
             raise RequestError(400, f"{spec.error_name} does not support vision")
         think = self._check_think(spec, name, think)
         async with self.scheduler.use(spec, plan.settings, plan.keep_alive) as model:
@@ -266,7 +274,7 @@ class RunnerService:
                 return
             check_token_ids(context or [], model.engine.vocab.n_tokens)  # for specs that did not know
             builder = self._prompt_builder(model, spec)
-            rendered = prompt
+            rendered = Rendered(prompt, images)  # raw: the client marks where its images go
             if not raw:
                 rendered = await self._render(
                     functools.partial(
@@ -279,6 +287,7 @@ class RunnerService:
                         think=think,
                         num_ctx=model.engine.num_ctx,
                         truncate=plan.truncate,
+                        images=images,
                     )
                 )
             if req.get("_debug_render_only"):
@@ -287,10 +296,10 @@ class RunnerService:
                     "created_at": now_utc(),
                     "response": "",
                     "done": False,
-                    "_debug_info": {"rendered_template": rendered},
+                    "_debug_info": _debug_info(rendered),
                 }
                 return
-            thinking = builder.thinking_parser(rendered, think)
+            thinking = builder.thinking_parser(rendered.text, think)
             output: list[str] = []
             async with contextlib.aclosing(self._generation(model, rendered, plan)) as events:
                 async for event in events:
@@ -310,7 +319,7 @@ class RunnerService:
                     chunk.update(self._final_fields(event, started, loaded))
                     if not raw:
                         chunk["context"] = await asyncio.to_thread(
-                            model.engine.vocab.tokenize, rendered + "".join(output), False
+                            model.engine.vocab.tokenize, rendered.text + "".join(output), False
                         )
                     yield chunk
 
@@ -346,7 +355,7 @@ class RunnerService:
             raise RequestError(400, f'"{name}" does not support chat')
         if tools and "tools" not in caps:
             raise RequestError(400, f"{spec.error_name} does not support tools")
-        if any(m.get("images") for m in messages):
+        if any(m.get("images") for m in messages) and "vision" not in caps:
             raise RequestError(400, f"{spec.error_name} does not support vision")
         think = self._check_think(spec, name, think, relax_think)
         async with self.scheduler.use(spec, plan.settings, plan.keep_alive) as model:
@@ -369,10 +378,10 @@ class RunnerService:
                     "created_at": now_utc(),
                     "message": {"role": "", "content": ""},
                     "done": False,
-                    "_debug_info": {"rendered_template": rendered},
+                    "_debug_info": _debug_info(rendered),
                 }
                 return
-            thinking = builder.thinking_parser(rendered, think)
+            thinking = builder.thinking_parser(rendered.text, think)
             calls = builder.tool_parser(tools) if tools else None
             preserved = builder.preserved_tokens(calls)
             if force_tools and calls is not None:
@@ -530,6 +539,14 @@ def _split_thinking(parser: ThinkingParser | None, event: Piece | Finished) -> t
     if parser is None:
         return "", event.text if isinstance(event, Piece) else ""
     return parser.add(event.text) if isinstance(event, Piece) else parser.finish()
+
+
+def _debug_info(rendered: Rendered) -> dict[str, Any]:
+    """api.DebugInfo: the prompt as rendered, and how many images go with it (omitted when none)."""
+    info: dict[str, Any] = {"rendered_template": rendered.text}
+    if rendered.images:
+        info["image_count"] = len(rendered.images)
+    return info
 
 
 def _tool_call_json(call: ToolCall) -> dict[str, Any]:

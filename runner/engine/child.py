@@ -24,17 +24,21 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from runner.engine import wire
 from runner.engine.devices import gpu_free_memory
-from runner.engine.engine import Engine, Failure, Finished, Piece
+from runner.engine.engine import Completion, Engine, Failure, Finished, Piece
 from runner.errors import RequestError
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _nothing() -> None:
+    """The cancel of a request not yet queued: cancelling it only removes it from `cancels`."""
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -73,7 +77,7 @@ class ChildServer:
         self.engine = engine
         self.events = events
         self.cancels: dict[int, Callable[[], None]] = {}  # generations running, by request id
-        self.embeddings: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # embeddings, and images being read
 
     async def serve(self, commands: asyncio.StreamReader) -> None:
         while (message := await wire.read_frame(commands)) is not None:
@@ -84,13 +88,45 @@ class ChildServer:
                     cancel()
             elif op == "complete":
                 completion = wire.completion_from_wire(message["completion"])
-                self.cancels[request_id] = self.engine.start(completion, functools.partial(self._emit, request_id))
+                if completion.images:
+                    self.cancels[request_id] = _nothing  # until its images are read: cancelling drops it
+                    self._spawn(self._start_with_images(request_id, completion))
+                else:
+                    self.cancels[request_id] = self.engine.start(completion, functools.partial(self._emit, request_id))
             elif op == "embed":
-                task = asyncio.create_task(self._embed(request_id, message["inputs"]))
-                self.embeddings.add(task)
-                task.add_done_callback(self.embeddings.discard)
+                self._spawn(self._embed(request_id, message["inputs"]))
             else:
                 raise wire.ProtocolError(f"unknown operation {op!r}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _start_with_images(self, request_id: int, completion: Completion) -> None:
+        """Read and tokenize a request's images in a thread (decoding a photo takes milliseconds the
+        other sequences' tokens should not wait for), then queue it; a bad image is that request's 400."""
+        try:
+            images = await asyncio.to_thread(self.engine.prepare, completion)
+        except RequestError as exc:
+            self._refuse(request_id, exc.message, exc.status)
+            return
+        except Exception as exc:  # mtmd's failure, told to the request that caused it
+            self._refuse(request_id, str(exc) or type(exc).__name__, 500)
+            return
+        assert images is not None
+        if self.cancels.get(request_id) is not _nothing:  # cancelled meanwhile
+            images.free()
+            return
+        try:
+            self.cancels[request_id] = self.engine.start(completion, functools.partial(self._emit, request_id), images)
+        except RequestError as exc:  # the model is being unloaded
+            images.free()
+            self._refuse(request_id, exc.message, exc.status)
+
+    def _refuse(self, request_id: int, message: str, status: int) -> None:
+        self.cancels.pop(request_id, None)
+        self.events.message({"i": request_id, "e": message, "c": status})
 
     def _emit(self, request_id: int, event: Piece | Finished | Failure) -> None:
         """One generation event, on the engine's worker thread: straight to the socket."""
@@ -107,9 +143,9 @@ class ChildServer:
         try:
             vectors = await self.engine.embed(inputs)
         except RequestError as exc:
-            self.events.message({"i": request_id, "e": exc.message, "c": exc.status})
+            self._refuse(request_id, exc.message, exc.status)
         except Exception as exc:  # llama.cpp's failure, told to the request that caused it
-            self.events.message({"i": request_id, "e": str(exc) or type(exc).__name__, "c": 500})
+            self._refuse(request_id, str(exc) or type(exc).__name__, 500)
         else:
             self.events.message({"i": request_id, "v": vectors})
 
@@ -140,9 +176,9 @@ async def _main(commands_fd: int, events_fd: int) -> None:
     try:
         await server.serve(commands)
     finally:
-        for task in server.embeddings:
+        for task in server.tasks:
             task.cancel()
-        await asyncio.gather(*server.embeddings, return_exceptions=True)
+        await asyncio.gather(*server.tasks, return_exceptions=True)
         await asyncio.to_thread(engine.close)
 
 

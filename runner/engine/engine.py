@@ -12,6 +12,11 @@ Each sequence keeps the tokens it has in the KV cache after it finishes; the nex
 given the free slot sharing the longest prefix with its prompt and only the rest is evaluated
 (llama-server's prompt cache, which makes multi-turn chat cheap).
 
+A model with a projector also takes images (runner/engine/media.py): a prompt's image slots are
+expanded into image positions before it is queued, and each image is decoded into its sequence
+by mtmd between two steps. The cache keeps an image only for the same image at the same place,
+and a sequence holding an image does not shift its context (llama-server's rule): it stops.
+
 The server runs each Engine in a runner child (runner/engine/child.py) and holds an
 `EngineProcess` (runner/engine/process.py) with the same interface in its place.
 """
@@ -20,60 +25,47 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
+import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
 import numpy as np
 
+from runner.engine import loading
+from runner.engine.fit import check_image_prompt
+from runner.engine.loading import EngineSettings
 from runner.engine.logprobs import token_logprobs
+from runner.engine.media import ImagePosition, ImagePrompt, Input, Media
 from runner.engine.native import Vocab, init_backend, take_error
 from runner.engine.outbox import Outbox, outbox_for
 from runner.engine.sampling import SamplerChain, build_sampler
 from runner.engine.textstream import TextStream
-from runner.errors import ModelLoadError, RequestError
+from runner.errors import RequestError
 from runner.options import Options
 from runner.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-PROMPT_TOO_LONG = (
-    "the prompt is longer than the context length currently available to the model; shorten the "
-    "prompt, adjust the context length in settings, or use a model with a longer context length"
-)
 _OPEN_ENDED_CONTEXTS = 10  # ollama bounds num_predict (-1, or anything larger) to 10 × num_ctx
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How to load a model; two loads with equal settings are interchangeable."""
-
-    num_ctx: int  # cells per sequence
-    num_parallel: int = 1
-    num_batch: int = 512
-    num_threads: int = 0  # 0: every core this process may use
-    gpu_layers: int = 0
-    main_gpu: int = 0
-    flash_attention: bool | None = None  # None: llama.cpp decides
-    use_mmap: bool = True
 
 
 @dataclass(frozen=True)
 class Completion:
     """One generation: prompt tokens plus how to sample and when to stop."""
 
-    tokens: tuple[int, ...]
+    tokens: tuple[int, ...]  # with a slot (media.image_slot) where each image goes
     options: Options
     grammar: str | None = None
     preserved: frozenset[int] = frozenset()  # special tokens whose text is part of the output
     shift: bool = True  # on a full context, drop old tokens (after num_keep) instead of stopping
     logprobs: int | None = None  # None: none; n: each token's logprob plus its n best alternatives
+    images: tuple[bytes, ...] = ()  # encoded images (PNG, JPEG…), indexed by their slots in `tokens`
 
 
 @dataclass(frozen=True)
@@ -106,9 +98,12 @@ Event = Piece | Finished
 class _Job:
     request: Completion
     emit: Callable[[Event | Failure], None]
+    inputs: tuple[Input, ...]  # the prompt position by position: tokens, or images expanded
+    prompt_cells: int  # what the prompt fills of the context (an image counts its embeddings)
+    images: ImagePrompt | None = None
     cancelled: bool = False
     slot: _Slot | None = None
-    pending: list[int] = field(default_factory=list)
+    pending: list[Input] = field(default_factory=list)
     sampler: SamplerChain | None = None
     stream: TextStream | None = None
     last_token: int = -1
@@ -121,11 +116,12 @@ class _Job:
 @dataclass
 class _Slot:
     seq_id: int
-    cached: list[int] = field(default_factory=list)  # tokens whose K/V this sequence holds
+    cached: list[Input] = field(default_factory=list)  # positions whose K/V this sequence holds
+    extra_cells: int = 0  # cells its images take beyond their positions (M-RoPE)
     job: _Job | None = None
 
 
-def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
+def _common_prefix(a: list[Input], b: tuple[Input, ...]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -134,21 +130,12 @@ def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
     return n
 
 
-def fit_prompt(
-    tokens: list[int], options: Options, truncate: bool, shift: bool, num_ctx: int, add_bos: bool
-) -> list[int]:
-    """Apply ollama's rule for prompts longer than the context: keep num_keep and cut the middle."""
-    limit = num_ctx - 1
-    if len(tokens) <= limit:
-        return tokens
-    if not truncate or not shift:
-        raise RequestError(400, PROMPT_TOO_LONG)
-    keep = len(tokens) if options.num_keep < 0 else options.num_keep + int(add_bos)
-    keep = max(0, min(keep, limit))
-    target = num_ctx - max((num_ctx - keep) // 2, 1)
-    discard = len(tokens) - target
-    log.warning("truncating input prompt: limit=%d prompt=%d keep=%d", target, len(tokens), keep)
-    return tokens[:keep] + tokens[keep + discard :]
+def _text_run(pending: list[Input], limit: int) -> int:
+    """How many of the first `limit` pending inputs are tokens, up to the next image."""
+    for i, item in enumerate(pending[:limit]):
+        if isinstance(item, ImagePosition):
+            return i
+    return min(limit, len(pending))
 
 
 class Engine:
@@ -158,14 +145,15 @@ class Engine:
         init_backend()
         self.spec = spec
         self.settings = settings
-        self._model = self._load_model(spec, settings)
+        self._model = loading.load_model(spec, settings)
         self._adapters: list[Any] = []
+        self._media: Media | None = None
         try:
             self.vocab = Vocab(self._model)
             self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
             self.n_embd = int(L.llama_model_n_embd(self._model))
-            self._ctx = self._new_context(self._context_params(settings))
-            self._load_adapters(spec)
+            self._ctx = loading.new_context(self._model, loading.context_params(settings), spec.name)
+            loading.load_adapters(self._model, self._ctx, spec, self._adapters)
         except BaseException:
             self._free()
             raise
@@ -188,68 +176,19 @@ class Engine:
         self.steps = 0  # batched decode calls made, for diagnostics: one step serves every sequence
         self._thread = threading.Thread(target=self._run, name=f"engine:{spec.name}", daemon=True)
         self._thread.start()
-        if f"{spec.architecture}.pooling_type" not in spec.gguf:  # embedding models never decode here
-            try:
+        try:
+            if spec.projector is not None:  # mtmd warms its encoder up as it loads: a computation
+                self._run_on_worker(functools.partial(self._load_media, spec.projector))
+            if f"{spec.architecture}.pooling_type" not in spec.gguf:  # embedding models never decode here
                 self._run_on_worker(self._warm_up)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.close()
+            raise
 
     # ----------------------------------------------------------------- loading
 
-    @staticmethod
-    def _load_model(spec: ModelSpec, settings: EngineSettings) -> Any:
-        params = L.llama_model_default_params()
-        params.n_gpu_layers = settings.gpu_layers
-        params.main_gpu = settings.main_gpu
-        params.load_mode = L.LLAMA_LOAD_MODE_MMAP if settings.use_mmap else L.LLAMA_LOAD_MODE_NONE
-        take_error()
-        model = L.llama_model_load_from_file(str(spec.model_path).encode(), params)
-        if not model:
-            detail = take_error() or "llama.cpp could not load the file"
-            arch = spec.architecture or "unknown"
-            raise ModelLoadError(f'unable to load model "{spec.name}" (architecture "{arch}"): {detail}')
-        return model
-
-    def _context_params(self, settings: EngineSettings) -> Any:
-        params = L.llama_context_default_params()
-        n_ctx = settings.num_ctx * settings.num_parallel
-        params.n_ctx = n_ctx
-        params.n_seq_max = settings.num_parallel
-        params.kv_unified = False
-        params.n_batch = params.n_ubatch = max(1, min(settings.num_batch, n_ctx))
-        threads = settings.num_threads or len(os.sched_getaffinity(0))
-        params.n_threads = params.n_threads_batch = threads
-        params.flash_attn_type = {
-            None: L.LLAMA_FLASH_ATTN_TYPE_AUTO,
-            True: L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            False: L.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        }[settings.flash_attention]
-        params.no_perf = True
-        return params
-
-    def _new_context(self, params: Any) -> Any:
-        take_error()
-        ctx = L.llama_init_from_model(self._model, params)
-        if not ctx:
-            detail = take_error() or "out of memory?"
-            raise ModelLoadError(
-                f'unable to create a context of {params.n_ctx} tokens for "{self.spec.name}": {detail}'
-            )
-        return ctx
-
-    def _load_adapters(self, spec: ModelSpec) -> None:
-        if not spec.adapters:
-            return
-        for path in spec.adapters:
-            adapter = L.llama_adapter_lora_init(self._model, str(path).encode())
-            if not adapter:
-                raise ModelLoadError(f"unable to load adapter {path.name}: {take_error()}")
-            self._adapters.append(adapter)
-        handles = (L.llama_adapter_lora_p_ctypes * len(self._adapters))(*self._adapters)
-        scales = (ctypes.c_float * len(self._adapters))(*([1.0] * len(self._adapters)))
-        if L.llama_set_adapters_lora(self._ctx, handles, len(self._adapters), scales) != 0:
-            raise ModelLoadError(f"unable to apply adapters to {spec.name}")
+    def _load_media(self, projector: Path) -> None:
+        self._media = Media(projector, self._model, self.settings)
 
     def _warm_up(self) -> None:
         """One throw-away decode, as llama-server does at start: the first decode of a context
@@ -274,9 +213,10 @@ class Engine:
         """
         await self._acquire_permit()
         try:
+            images = await asyncio.to_thread(self.prepare, request) if request.images else None
             outbox = outbox_for(asyncio.get_running_loop())
             queue: asyncio.Queue[Event | Failure] = asyncio.Queue()
-            cancel = self.start(request, lambda event: self._post(outbox, queue.put_nowait, event))
+            cancel = self.start(request, lambda event: self._post(outbox, queue.put_nowait, event), images)
             try:
                 while True:
                     event = await queue.get()
@@ -290,11 +230,34 @@ class Engine:
         finally:
             self._permits.release()
 
-    def start(self, request: Completion, emit: Callable[[Event | Failure], None]) -> Callable[[], None]:
+    def prepare(self, request: Completion) -> ImagePrompt | None:
+        """A request's images read and tokenized, checked against the context (400s for an image
+        that is none, or a prompt that does not fit: runner/engine/fit.py); None without images.
+        Blocking: call it from a thread of its own. `start` takes the result and frees it."""
+        if not request.images:
+            return None
+        if self._media is None:
+            raise RequestError(400, f"{self.spec.name} does not support vision")
+        prompt = self._media.expand(request.tokens, request.images)
+        try:
+            check_image_prompt(prompt, self.num_ctx)
+        except RequestError:
+            prompt.free()
+            raise
+        return prompt
+
+    def start(
+        self, request: Completion, emit: Callable[[Event | Failure], None], images: ImagePrompt | None = None
+    ) -> Callable[[], None]:
         """Queue a generation whose events `emit` gets on the worker thread, ending with Finished or
         Failure; returns what cancels it. No slot permit: the caller bounds how many run at once.
-        The runner child uses this to write each token to its socket from the worker itself."""
-        job = _Job(request, emit)
+        The runner child uses this to write each token to its socket from the worker itself.
+        `images`: what `prepare` made of the request, which a request with images needs."""
+        assert images is not None or not request.images
+        if images is None:
+            job = _Job(request, emit, inputs=request.tokens, prompt_cells=len(request.tokens))
+        else:
+            job = _Job(request, emit, inputs=images.inputs, prompt_cells=images.cells, images=images)
         self._submit(job=job)
 
         def cancel() -> None:
@@ -420,7 +383,7 @@ class Engine:
         self._flush()
 
     def _drop_cancelled(self) -> None:
-        for job in [j for j in self._active if j.cancelled]:
+        for job in [j for j in (*self._active, *self._waiting) if j.cancelled]:
             self._release(job)
         self._waiting = [j for j in self._waiting if not j.cancelled]
 
@@ -430,8 +393,7 @@ class Engine:
             if not free:
                 return
             job = self._waiting.pop(0)
-            tokens = job.request.tokens
-            slot = max(free, key=lambda s: _common_prefix(s.cached, tokens))
+            slot = max(free, key=lambda s: _common_prefix(s.cached, job.inputs))
             try:
                 self._start(job, slot)
             except Exception as exc:
@@ -439,24 +401,28 @@ class Engine:
                 job.emit(Failure(str(exc)))
 
     def _start(self, job: _Job, slot: _Slot) -> None:
-        tokens = job.request.tokens
-        keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
+        inputs = job.inputs
+        keep = min(_common_prefix(slot.cached, inputs), len(inputs) - 1)
+        if keep > 0 and isinstance(inputs[keep], ImagePosition):  # an image is kept whole or decoded again
+            keep -= inputs[keep].offset
         if not L.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
             L.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             keep = 0
         del slot.cached[keep:]
+        slot.extra_cells = sum(item.extra_cells for item in slot.cached if isinstance(item, ImagePosition))
         slot.job, job.slot = job, slot
         self._active.append(job)
-        job.pending = list(tokens[keep:])
+        job.pending = list(inputs[keep:])
         options = job.request.options
         job.sampler = build_sampler(self.vocab, options, self.num_ctx, job.request.grammar)
         history = self.num_ctx if options.repeat_last_n < 0 else options.repeat_last_n
         if history > 0:
-            job.sampler.feed_history(list(tokens[-history:]))
+            job.sampler.feed_history([item for item in inputs[-history:] if isinstance(item, int)])
         job.stream = TextStream(options.stop)
         job.started = time.perf_counter()
 
     def _step(self) -> None:
+        self._feed_images()
         batch = self._batch
         batch.n_tokens = 0
         outputs: list[tuple[_Job, int]] = []
@@ -467,7 +433,8 @@ class Engine:
         for job in self._active:
             if not job.pending or budget <= 0:
                 continue
-            chunk, job.pending = job.pending[:budget], job.pending[budget:]
+            run = budget if job.images is None else _text_run(job.pending, budget)
+            chunk, job.pending = job.pending[:run], job.pending[run:]
             budget -= len(chunk)
             for i, token in enumerate(chunk):
                 index = self._add(job, token, not job.pending and i == len(chunk) - 1)
@@ -486,6 +453,32 @@ class Engine:
                 job.prompt_done = now
             self._sample(job, index)
 
+    def _feed_images(self) -> None:
+        """Decode the images now at the head of any sequence's pending prompt, each in mtmd calls
+        of its own: encode the image, then decode its embeddings into that sequence alone."""
+        for job in [j for j in self._active if j.images is not None]:
+            while job.pending and isinstance(job.pending[0], ImagePosition) and self._feed_image(job):
+                pass
+
+    def _feed_image(self, job: _Job) -> bool:
+        """One image chunk into the job's sequence; False (and the job failed) if mtmd could not."""
+        slot, images, head = job.slot, job.images, job.pending[0]
+        assert slot is not None and images is not None and self._media is not None
+        assert isinstance(head, ImagePosition) and head.offset == 0
+        n_past = len(slot.cached)
+        try:
+            positions = self._media.evaluate(images.chunks[head.key], self._ctx, n_past, slot.seq_id,
+                                             self._n_batch) - n_past
+        except RuntimeError as exc:
+            self._forget(slot)
+            self._release(job)
+            job.emit(Failure(str(exc)))
+            return False
+        slot.cached.extend(job.pending[:positions])
+        slot.extra_cells += head.extra_cells
+        del job.pending[:positions]
+        return True
+
     def _add(self, job: _Job, token: int, logits: bool) -> int:
         batch, slot = self._batch, job.slot
         assert slot is not None
@@ -500,11 +493,11 @@ class Engine:
         slot = job.slot
         assert slot is not None
         n_past = len(slot.cached)
-        if n_past < self.num_ctx:
+        if n_past + slot.extra_cells < self.num_ctx:
             return True
         options = job.request.options
         n_keep = min(options.num_keep + int(self.vocab.add_bos), n_past - 1)
-        if not (job.request.shift and self._can_shift and options.num_keep >= 0):
+        if not (job.request.shift and self._can_shift and options.num_keep >= 0 and job.images is None):
             self._finish(job, "length")
             return False
         n_discard = (n_past - n_keep) // 2
@@ -555,7 +548,7 @@ class Engine:
         job.emit(
             Finished(
                 reason=reason,
-                prompt_eval_count=len(job.request.tokens),
+                prompt_eval_count=job.prompt_cells,
                 prompt_eval_duration=int((prompt_done - job.started) * 1e9),
                 eval_count=job.generated,
                 eval_duration=int((now - prompt_done) * 1e9),
@@ -572,14 +565,21 @@ class Engine:
         if job.slot is not None:
             job.slot.job = None
             job.slot = None
+        if job.images is not None:
+            job.images.free()
+
+    def _forget(self, slot: _Slot) -> None:
+        """Empty a sequence whose cache is no longer known to hold what `cached` says."""
+        L.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.cached.clear()
+        slot.extra_cells = 0
 
     def _decode_failed(self, status: int) -> None:
         """A failed decode leaves the cache undefined: forget every active sequence's cached tokens."""
         message = take_error() or f"llama_decode failed with status {status}"
         for job in list(self._active):
             assert job.slot is not None
-            L.llama_memory_seq_rm(self._memory, job.slot.seq_id, -1, -1)
-            job.slot.cached.clear()
+            self._forget(job.slot)
             self._release(job)
             job.emit(Failure(message))
 
@@ -590,8 +590,7 @@ class Engine:
         self._waiting.clear()
         self._incoming.clear()
         for slot in self._slots:
-            L.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            slot.cached.clear()
+            self._forget(slot)
 
     # ----------------------------------------------------------------- embeddings (worker thread)
 
@@ -618,13 +617,13 @@ class Engine:
     def _embedding_context(self) -> Any:
         """A second context in embedding mode, created on first use: mean pooling unless the model says."""
         if self._embed_ctx is None:
-            params = self._context_params(self.settings)
+            params = loading.context_params(self.settings)
             params.n_ctx = params.n_batch = params.n_ubatch = self.num_ctx
             params.n_seq_max = 1
             params.embeddings = True
             declared = f"{self.spec.architecture}.pooling_type" in self.spec.gguf
             params.pooling_type = L.LLAMA_POOLING_TYPE_UNSPECIFIED if declared else L.LLAMA_POOLING_TYPE_MEAN
-            self._embed_ctx = self._new_context(params)
+            self._embed_ctx = loading.new_context(self._model, params, self.spec.name)
         return self._embed_ctx
 
     # ----------------------------------------------------------------- teardown
@@ -641,6 +640,9 @@ class Engine:
         for adapter in self._adapters:
             L.llama_adapter_lora_free(adapter)
         self._adapters.clear()
+        if self._media is not None:
+            self._media.close()
+            self._media = None
         if self._model:
             L.llama_model_free(self._model)
             self._model = None

@@ -28,7 +28,7 @@ _FUNCTION_PREFIX = re.compile(r"^\w+: ")
 
 
 @L.llama_log_callback
-def _log_callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+def log_callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     message = text.decode("utf-8", errors="replace")
     if level == 5:
         level = getattr(_state, "level", 1)
@@ -41,7 +41,7 @@ def _log_callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
 @lru_cache(maxsize=1)
 def init_backend() -> None:
     """Initialise llama.cpp once per process and route its logs; idempotent."""
-    L.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    L.llama_log_set(log_callback, ctypes.c_void_p(0))
     L.llama_backend_init()
 
 

@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from runner.engine import wire
-from runner.engine.engine import Completion, EngineSettings, Event, Finished, Piece, fit_prompt
+from runner.engine.engine import Completion, Event, Finished, Piece
+from runner.engine.fit import fit_prompt
+from runner.engine.loading import EngineSettings
 from runner.engine.native import Vocab
 from runner.errors import ModelLoadError, RequestError
 from runner.options import Options

@@ -7,7 +7,8 @@ rebuild. A frame per token costs well under the time a token takes (runner/engin
 gives the measured figure); the token frames use one-letter keys to keep that small.
 
 Server → child: `{"op": "load", "spec": …, "settings": …}` once, then
-`{"op": "complete", "id": n, "completion": …}`, `{"op": "embed", "id": n, "inputs": [[…]]}` and
+`{"op": "complete", "id": n, "completion": …}` (its images base64 in it, like the request's),
+`{"op": "embed", "id": n, "inputs": [[…]]}` and
 `{"op": "cancel", "id": n}`.
 Child → server: `{"op": "ready", "num_ctx", "n_ctx_train", "n_embd", "vram"}` or
 `{"op": "failed", "status", "message"}` after the load; then per request `{"i": id, "t": text,
@@ -19,13 +20,15 @@ eval_count, eval_duration, stop], "s": steps}` (finished), `{"i": id, "v": vecto
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import struct
 from pathlib import Path
 from typing import Any
 
-from runner.engine.engine import Completion, EngineSettings, Finished, Piece
+from runner.engine.engine import Completion, Finished, Piece
+from runner.engine.loading import EngineSettings
 from runner.options import Options, RunnerOptions
 from runner.spec import ModelSpec
 
@@ -119,6 +122,7 @@ def completion_to_wire(completion: Completion) -> dict[str, Any]:
         "preserved": sorted(completion.preserved),
         "shift": completion.shift,
         "logprobs": completion.logprobs,
+        "images": [base64.b64encode(image).decode() for image in completion.images],
     }
 
 
@@ -133,6 +137,7 @@ def completion_from_wire(data: dict[str, Any]) -> Completion:
         preserved=frozenset(data["preserved"]),
         shift=data["shift"],
         logprobs=data["logprobs"],
+        images=tuple(base64.b64decode(image) for image in data["images"]),
     )
 
 

@@ -4,7 +4,8 @@ Template choice follows ollama: the manifest's Go template when it has one, othe
 Jinja `tokenizer.chat_template` (what ollama's native llama-server mode renders), otherwise
 `{{ .Prompt }}`. Capabilities come from the same source, as in server/images.go. Conversations
 longer than the context drop their oldest messages first, keeping every system message and the
-last message (server/prompt.go's chatPrompt).
+last message (server/prompt.go's chatPrompt), each image counted as ollama's 768 tokens. The
+images of the messages rendered come with the prompt (runner/prompt/images.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 
 from runner.engine.native import Vocab
 from runner.errors import RequestError
+from runner.prompt.images import IMAGE_TOKEN_ESTIMATE, Rendered, count_images, images_of
 from runner.prompt.jinja import JinjaChatTemplate, has_thinking_support, has_tool_support
 from runner.prompt.thinking import ThinkingParser, infer_thinking_tags
 from runner.prompt.tools import ToolCallParser, infer_tool_tag
 from runner.spec import ModelSpec
-from runner.template.chat import Message, ToolCall, render_chat, render_generate
+from runner.template.chat import Message, ToolCall, render_chat, render_generate, tag_images
 from runner.template.errors import TemplateError
 from runner.template.exec import TemplateLimitError
 from runner.template.template import Template
@@ -45,8 +47,11 @@ def _jinja_source(spec: ModelSpec) -> str:
 
 
 def capabilities(spec: ModelSpec) -> frozenset[str]:
-    """completion/embedding from the GGUF, tools/insert/thinking from the template in use."""
+    """completion/embedding from the GGUF, tools/insert/thinking from the template in use, vision
+    from a projector (the runner sees through one; a GGUF's own vision blocks it cannot run)."""
     caps = {"embedding" if f"{spec.architecture}.pooling_type" in spec.gguf else "completion"}
+    if spec.projector is not None:
+        caps.add("vision")
     if spec.template:
         template = parse_template(spec.template)
         if template.mentions("tools"):
@@ -81,6 +86,7 @@ def _message(m: Mapping[str, Any]) -> Message:
         role=m["role"],
         content=m.get("content", ""),
         thinking=m.get("thinking", ""),
+        images=tuple(m.get("images", ())),
         tool_calls=calls,
         tool_name=m.get("tool_name", ""),
         tool_call_id=m.get("tool_call_id", ""),
@@ -119,9 +125,11 @@ class PromptBuilder:
     def render(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None, think: bool | str | None
     ) -> str:
-        """One rendering of a whole conversation, without truncation."""
+        """One rendering of a whole conversation, without truncation; images marked `[img-N]`."""
         if self.jinja is not None:
-            return self.jinja.render([_jinja_message(m) for m in messages], tools, think)
+            tagged = tag_images([_message(m) for m in messages])
+            jinja = [_jinja_message({**m, "content": t.content}) for m, t in zip(messages, tagged, strict=True)]
+            return self.jinja.render(jinja, tools, think)
         try:
             return render_chat(self.go, [_message(m) for m in messages], tools=tools, think=think)
         except TemplateError as exc:
@@ -135,21 +143,22 @@ class PromptBuilder:
         *,
         num_ctx: int,
         truncate: bool,
-    ) -> str:
+    ) -> Rendered:
         """ollama's chatPrompt: drop the oldest messages until the prompt fits num_ctx tokens,
         always keeping system messages and the last message."""
         if not truncate or not messages:
-            return self.render(messages, tools, think)
+            return Rendered(self.render(messages, tools, think), images_of(messages))
         last = len(messages) - 1
         for i in range(last):
             system = [m for m in messages[:i] if m["role"] == "system"]
-            prompt = self.render([*system, *messages[i:]], tools, think)
-            if len(self.vocab.tokenize(prompt)) <= num_ctx:
+            kept = [*system, *messages[i:]]
+            prompt = self.render(kept, tools, think)
+            if len(self.vocab.tokenize(prompt)) + IMAGE_TOKEN_ESTIMATE * count_images(messages[i:]) <= num_ctx:
                 if i:
                     log.debug("truncated %d old messages to fit num_ctx=%d", i, num_ctx)
-                return prompt
-        system = [m for m in messages[:last] if m["role"] == "system"]
-        return self.render([*system, messages[last]], tools, think)
+                return Rendered(prompt, images_of(kept))
+        kept = [*(m for m in messages[:last] if m["role"] == "system"), messages[last]]
+        return Rendered(self.render(kept, tools, think), images_of(kept))
 
     def generate(
         self,
@@ -162,9 +171,11 @@ class PromptBuilder:
         think: bool | str | None,
         num_ctx: int,
         truncate: bool,
-    ) -> str:
+        images: tuple[bytes, ...] = (),
+    ) -> Rendered:
         """The /api/generate prompt: fill-in-the-middle or an override template run directly,
-        otherwise the chat path with system, preset messages and the prompt as a user turn."""
+        otherwise the chat path with system, preset messages and the prompt as a user turn (with
+        the request's images). The direct path marks no images, as ollama's: the template must."""
         prefix = self.vocab.detokenize(context) if context else ""
         system = system or self.spec.system or ""
         history = [] if context is not None else [dict(m) for m in self.spec.messages]
@@ -172,16 +183,21 @@ class PromptBuilder:
             tmpl = parse_template(template, 400) if template else self.go
             turns = [_message(m) for m in history]
             try:
-                return prefix + render_generate(
-                    tmpl, prompt=prompt, system=system, suffix=suffix, think=think, history=turns
+                text = render_generate(
+                    tmpl, prompt=prompt, system=system, suffix=suffix, images=images, think=think, history=turns
                 )
+                return Rendered(prefix + text, images)
             except TemplateError as exc:
                 # a request's own template that runs past its bounds is that request's mistake
                 status = 400 if template and isinstance(exc, TemplateLimitError) else 500
                 raise RequestError(status, f"template: {exc}") from None
         messages = [{"role": "system", "content": system}] if system else []
-        messages += [*history, {"role": "user", "content": prompt}]
-        return prefix + self.chat(messages, [], think, num_ctx=num_ctx, truncate=truncate)
+        user: dict[str, Any] = {"role": "user", "content": prompt}
+        if images:
+            user["images"] = images
+        messages += [*history, user]
+        rendered = self.chat(messages, [], think, num_ctx=num_ctx, truncate=truncate)
+        return Rendered(prefix + rendered.text, rendered.images)
 
     def tool_parser(self, tools: Sequence[Mapping[str, Any]]) -> ToolCallParser:
         """ollama's generic parser, its tag read from the Go template ("{" when there is none);

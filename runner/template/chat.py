@@ -181,7 +181,7 @@ def _collate(messages: Sequence[Message]) -> tuple[str, list[Message]]:
     return "\n\n".join(system), collated
 
 
-def _tag_images(messages: Sequence[Message]) -> list[Message]:
+def tag_images(messages: Sequence[Message]) -> list[Message]:
     """Puts `[img-N]` markers where the runner substitutes images, as ollama's chatPrompt does:
     replacing a literal `[img]` in the text, else prefixed to it; N counts across messages."""
     tagged = []
@@ -244,7 +244,7 @@ def render_chat(
     conversation = list(messages)
     if system and (not conversation or conversation[0].role != "system"):
         conversation.insert(0, Message(role="system", content=system))
-    return _execute(template, _tag_images(conversation), tools, think)
+    return _execute(template, tag_images(conversation), tools, think)
 
 
 def render_generate(

@@ -14,7 +14,8 @@ import aiohttp
 import ollama
 import pytest
 
-from runner.engine.engine import Completion, Engine, EngineSettings, Finished
+from runner.engine.engine import Completion, Engine, Finished
+from runner.engine.loading import EngineSettings
 from runner.errors import QUEUE_FULL_MESSAGE
 from runner.options import build_options
 from runner.scheduler import RunnerConfig

@@ -18,6 +18,7 @@ import numpy as np
 IMAGE_SIZE = 28
 PATCH_SIZE = 14
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+SMOLLM2_EMBEDDING = 576  # the width of SmolLM2-135M's embeddings, which the projector must output
 
 
 def write_llava_projector(path: Path, text_embedding: int, *, width: int = 16, hidden: int = 32) -> Path:

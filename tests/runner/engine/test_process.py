@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from runner.engine import wire
-from runner.engine.engine import Completion, EngineSettings
+from runner.engine.engine import Completion
+from runner.engine.loading import EngineSettings
 from runner.engine.process import TERMINATED
 from runner.options import build_options
 from runner.scheduler import RunnerConfig, Scheduler

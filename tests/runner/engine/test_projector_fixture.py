@@ -11,9 +11,7 @@ import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 
 from tests.support.models import smollm2_gguf
-from tests.support.projector import IMAGE_SIZE, IMAGE_TOKENS, write_llava_projector
-
-SMOLLM2_EMBEDDING = 576
+from tests.support.projector import IMAGE_SIZE, IMAGE_TOKENS, SMOLLM2_EMBEDDING, write_llava_projector
 
 
 def test_an_image_goes_through_the_projector_into_smollm2(tmp_path: Path) -> None:

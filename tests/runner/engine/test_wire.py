@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from runner.engine import wire
-from runner.engine.engine import Completion, EngineSettings, Finished, Piece
+from runner.engine.engine import Completion, Finished, Piece
+from runner.engine.loading import EngineSettings
+from runner.engine.media import image_slot
 from runner.options import build_options
 from runner.spec import ModelSpec
 
@@ -24,6 +26,9 @@ def test_a_completion_survives_the_trip() -> None:
         tokens=(1, 2, 3), options=options, grammar='root ::= "a"', preserved=frozenset({5, 9}), shift=False, logprobs=3
     )
     assert wire.completion_from_wire(_trip(wire.completion_to_wire(completion))) == completion
+    with_images = Completion(tokens=(1, image_slot(0), 2, image_slot(1)), options=options,
+                             images=(b"\x89PNG\r\n\x1a\n\x00\xff", b"GIF89a"))
+    assert wire.completion_from_wire(_trip(wire.completion_to_wire(with_images))) == with_images
 
 
 def test_settings_and_the_spec_the_child_needs_survive_the_trip() -> None:
@@ -31,10 +36,11 @@ def test_settings_and_the_spec_the_child_needs_survive_the_trip() -> None:
     assert wire.settings_from_wire(_trip(wire.settings_to_wire(settings))) == settings
     spec = ModelSpec(
         name="m:latest", digest="sha256:" + "a" * 64, model_path=Path("/blobs/x"), size=5,
-        adapters=(Path("/blobs/y"),), gguf={"general.architecture": "bert", "bert.pooling_type": 2, "big": [0] * 9},
+        adapters=(Path("/blobs/y"),), projector=Path("/blobs/z"),
+        gguf={"general.architecture": "bert", "bert.pooling_type": 2, "big": [0] * 9},
     )
     back = wire.spec_from_wire(_trip(wire.spec_to_wire(spec)))
-    assert (back.model_path, back.adapters, back.projector) == (spec.model_path, spec.adapters, None)
+    assert (back.model_path, back.adapters, back.projector) == (spec.model_path, spec.adapters, spec.projector)
     assert back.gguf == {"general.architecture": "bert", "bert.pooling_type": 2}  # not the whole header
 
 

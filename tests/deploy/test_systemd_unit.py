@@ -53,10 +53,11 @@ def checkable_copy(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this environment's `corral` (verify requires it to exist)."""
     corral = Path(sys.executable).parent / "corral"
     assert corral.exists()
-    text = UNIT.read_text()
-    assert text.count("/opt/corral/bin/corral") == 1
+    text, replaced = re.subn(r"^ExecStart=/opt/corral/bin/corral ", f"ExecStart={corral} ", UNIT.read_text(),
+                             flags=re.MULTILINE)
+    assert replaced == 1
     copy = tmp_path / "corral.service"
-    copy.write_text(text.replace("/opt/corral/bin/corral", str(corral)))
+    copy.write_text(text)
     return copy
 
 

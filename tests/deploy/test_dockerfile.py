@@ -101,6 +101,14 @@ def test_dependencies_are_installed_before_the_source_is_copied(name: str) -> No
     assert requirements.all("COPY") == ["pyproject.toml ."]
 
 
+def test_the_build_context_sends_what_the_images_copy_and_not_the_virtual_environment() -> None:
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")}
+    copied = {source for name in DOCKERFILES for stage in stages(name) for arguments in stage.all("COPY")
+              if not arguments.startswith("--from=") for source in arguments.split()[:-1]}
+    assert copied == {"pyproject.toml", "README.md", "migrations", "runner", "registry"}
+    assert not copied & ignored and {".venv", ".git", "tests"} <= ignored
+
+
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_the_requirements_stage_lists_corrals_dependencies(name: str, tmp_path: Path) -> None:
     (requirements,) = [s for s in stages(name) if s.name == "requirements"]

@@ -23,7 +23,7 @@ COPY registry ./registry
 COPY runner ./runner
 COPY migrations ./migrations
 COPY config ./config
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install '.[postgres]'
 
 # Listening beyond loopback: admin and write routes then require CORRAL_ADMIN_TOKEN.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -8,6 +8,7 @@ the environment on its own, which keeps tests hermetic and lets two servers run 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import tomllib
@@ -128,6 +129,27 @@ def _url(text: str) -> str:
     return text.strip().rstrip("/")
 
 
+def _database_url(text: str) -> str:
+    """A catalogue URL for one of the two async engines corral supports. The plain spellings
+    (`sqlite://`, `postgres://`, `postgresql://`) mean their async drivers: aiosqlite, and asyncpg
+    of the `postgres` extra, which must then be installed (one line here, not a traceback later)."""
+    url = text.strip()
+    scheme, sep, rest = url.partition("://")
+    if not url or not sep:
+        if url:
+            raise ValueError(f"expected an SQLAlchemy URL, got {text!r}")
+        return url
+    if scheme in ("postgres", "postgresql"):
+        url, scheme = f"postgresql+asyncpg://{rest}", "postgresql+asyncpg"
+    elif scheme == "sqlite":
+        url, scheme = f"sqlite+aiosqlite://{rest}", "sqlite+aiosqlite"
+    if scheme == "postgresql+asyncpg" and importlib.util.find_spec("asyncpg") is None:
+        raise ValueError("a PostgreSQL catalogue needs the postgres extra: pip install 'corral[postgres]'")
+    if scheme not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise ValueError(f"expected sqlite+aiosqlite:///<file> or postgresql+asyncpg://…, got {scheme}://")
+    return url
+
+
 def _fraction(text: str) -> float:
     f = float(text)
     if not 0 < f <= 1:
@@ -192,8 +214,10 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
     # --- store
     _Spec("models", "OLLAMA_MODELS", "store.models", str(_HOME / ".corral" / "models"), _path,
           "Models root: blobs/ and the signing key live here."),
-    _Spec("database_url", "CORRAL_DATABASE_URL", "store.database_url", "", str,
-          "SQLAlchemy URL of the catalogue; default sqlite+aiosqlite:/// file corral.db inside the models root."),
+    _Spec("database_url", "CORRAL_DATABASE_URL", "store.database_url", "", _database_url,
+          "SQLAlchemy URL of the catalogue: sqlite+aiosqlite:///<file>, or "
+          "postgresql+asyncpg://<user>:<password>@<host>/<database> (the postgres extra); default the file "
+          "corral.db inside the models root."),
     _Spec("owner_heartbeat", "CORRAL_OWNER_HEARTBEAT", "store.owner_heartbeat", 10.0, _positive_duration,
           "How often the server renews its claim on the catalogue; a claim unrenewed for 3 intervals may be "
           "taken over."),

@@ -48,6 +48,22 @@ def test_the_default_database_follows_the_models_root_unless_a_url_is_given() ->
     assert named.database_url == "sqlite+aiosqlite:////srv/c.db" and named.default_database is None
 
 
+@pytest.mark.parametrize(("given", "meant"), [
+    ("postgres://corral:pw@db.lan/catalogue", "postgresql+asyncpg://corral:pw@db.lan/catalogue"),
+    ("postgresql://db.lan:5433/corral", "postgresql+asyncpg://db.lan:5433/corral"),
+    ("postgresql+asyncpg://db.lan/corral", "postgresql+asyncpg://db.lan/corral"),
+    ("sqlite:////srv/c.db", "sqlite+aiosqlite:////srv/c.db"),
+])
+def test_plain_database_urls_mean_the_async_drivers(given: str, meant: str) -> None:
+    assert load_settings(env={"CORRAL_DATABASE_URL": given}).database_url == meant
+
+
+@pytest.mark.parametrize("url", ["mysql+aiomysql://db.lan/corral", "postgresql+psycopg2://db.lan/corral", "corral.db"])
+def test_a_database_corral_cannot_drive_is_one_line(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"^CORRAL_DATABASE_URL \(CORRAL_DATABASE_URL\): expected "):
+        load_settings(env={"CORRAL_DATABASE_URL": url})
+
+
 def test_environment_beats_file(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[store]\nmodels = "/srv/a"\n[cache]\nmax_bytes = "200GB"\n')

@@ -24,7 +24,8 @@ from registry.config import Settings
 from registry.mirror.fills import InFlight
 from registry.model.names import Digest
 from registry.storage.catalog import Catalog
-from registry.storage.db import BLOB_QUARANTINED, Blob
+from registry.storage.db import BLOB_QUARANTINED, Blob, Node
+from registry.storage.nodes import NodeRecord
 from registry.units import format_byte_size
 
 REFRESH_SECONDS = 10
@@ -34,8 +35,9 @@ class CacheStatus:
     """Gathers the status from the parts that own each number; see the module docstring."""
 
     def __init__(self, settings: Settings, lifecycle: Lifecycle, catalog: Catalog, in_flight: InFlight,
-                 readers: Counter[Digest], counters: CacheCounters) -> None:
+                 readers: Counter[Digest], counters: CacheCounters, node: NodeRecord | None = None) -> None:
         self.settings = settings
+        self.node = node  # this server, in cluster mode
         self.lifecycle = lifecycle
         self.catalog = catalog
         self.in_flight = in_flight
@@ -88,6 +90,24 @@ class CacheStatus:
                       "failures": counters.scrub_failures, "last_pass": lc.scrubber.last_pass},
             "keep_warm": lc.keep_warm.last,
             "reconcile": lc.reconciled.to_json() if lc.reconciled is not None else None,
+            "cluster": await self._cluster(),
+        }
+
+    async def _cluster(self) -> dict[str, Any] | None:
+        """This node and every node in the catalogue (live or stale, with its last heartbeat); None
+        for a single server."""
+        if self.node is None:
+            return None
+        async with self.catalog.sessions() as s:
+            rows = (await s.execute(select(Node).order_by(Node.started_at, Node.name))).scalars().all()
+        now = time.time()
+        nodes = [NodeRecord.from_row(row) for row in rows]
+        return {
+            "node": self.node.name,
+            "on_duty": self.lifecycle.on_duty,
+            "nodes": [{"id": n.id, "name": n.name, "host": n.host, "pid": n.pid, "url": n.advertise_url,
+                       "models": n.models, "started_at": n.started_at, "heartbeat_at": n.heartbeat_at,
+                       "state": n.state(now), "this": n.id == self.node.id} for n in nodes],
         }
 
 
@@ -151,6 +171,7 @@ dd {{ margin: 0; }}
 {f"<table><thead><tr><th>Blob</th><th>Progress</th><th>Readers</th></tr></thead><tbody>{fill_rows}</tbody></table>"
  if fill_rows else "<p>None.</p>"}
 </section>
+{_nodes_section(status["cluster"])}
 <section id="models">
 <h2>Models ({len(status["models"])})</h2>
 <table>
@@ -163,6 +184,27 @@ dd {{ margin: 0; }}
 </body>
 </html>
 """
+
+
+def _nodes_section(cluster: dict[str, Any] | None) -> str:
+    if cluster is None:
+        return ""
+    this = " (this node, on background duty)" if cluster["on_duty"] else " (this node)"
+    rows = "".join(
+        "<tr>"
+        f"<td>{_e(n['name'] + (this if n['this'] else ''))}</td>"
+        f"<td>{_e(n['url'])}</td><td>{_e(n['host'])}</td><td>{_e(n['state'])}</td>"
+        f"<td>{_e(_when(n['heartbeat_at']))}</td>"
+        "</tr>"
+        for n in cluster["nodes"]
+    )
+    return f"""<section id="nodes">
+<h2>Nodes ({len(cluster["nodes"])})</h2>
+<table>
+<thead><tr><th>Node</th><th>URL</th><th>Host</th><th>State</th><th>Last heartbeat</th></tr></thead>
+<tbody>{rows}</tbody>
+</table>
+</section>"""
 
 
 def _e(value: object) -> str:

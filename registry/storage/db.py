@@ -48,6 +48,7 @@ BLOB_QUARANTINED = "quarantined"
 
 # PostgreSQL advisory lock keys (one bigint namespace per database): "corral" in ASCII, then a number.
 MIGRATION_LOCK = 0x636F7272616C0001
+DUTY_LOCK = 0x636F7272616C0002  # held by the one node of a cluster that runs the background work
 
 log = logging.getLogger("corral.db")
 
@@ -151,6 +152,38 @@ class CatalogueOwner(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Node(Base):
+    """A server in cluster mode (`storage.nodes`): one row per running process, any number of them.
+
+    `id` is random per start; `name` (CORRAL_NODE_NAME, the host name by default) is what an
+    operator knows the node by, and what its lock in the shared models folder is named after.
+    `expires_at` is the node's own promise of its next heartbeat, as for the catalogue owner.
+    """
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    advertise_url: Mapped[str] = mapped_column(String(400))
+    models: Mapped[str] = mapped_column(Text)  # the node's models root, resolved (mount points may differ)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_nodes_name", "name"),)
+
+
+class SharedStore(Base):
+    """Which blob store the cluster on this catalogue shares (`storage.shared_store`): one row, whose
+    id the shared models folder also holds, so a node on any other folder is refused."""
+
+    __tablename__ = "shared_store"
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 def alembic_config(url: str) -> Config:

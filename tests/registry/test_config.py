@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from registry.config import SETTINGS_SPEC, SettingsError, load_settings, parse_ollama_host
+from registry.config import NODE_NAME, SETTINGS_SPEC, SettingsError, load_settings, parse_ollama_host
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,6 +63,21 @@ def test_plain_database_urls_mean_the_async_drivers(given: str, meant: str) -> N
 def test_a_database_corral_cannot_drive_is_one_line(url: str) -> None:
     with pytest.raises(SettingsError, match=r"^CORRAL_DATABASE_URL \(CORRAL_DATABASE_URL\): expected "):
         load_settings(env={"CORRAL_DATABASE_URL": url})
+
+
+def test_cluster_mode_needs_postgresql_and_names_the_node() -> None:
+    with pytest.raises(SettingsError, match=r"^CORRAL_CLUSTER: cluster mode needs a PostgreSQL catalogue"):
+        load_settings(env={"CORRAL_CLUSTER": "1"})
+    node = load_settings(env={"CORRAL_CLUSTER": "1", "CORRAL_DATABASE_URL": "postgres://db/corral",
+                              "CORRAL_NODE_NAME": "gpu-1", "OLLAMA_HOST": "10.0.0.5:8080"})
+    assert (node.cluster, node.node, node.advertised_url) == (True, "gpu-1", "http://10.0.0.5:8080")
+    everywhere = load_settings(env={"OLLAMA_HOST": "0.0.0.0:8080", "CORRAL_ADVERTISE_URL": ""})
+    assert everywhere.advertised_url == f"http://{socket.getfqdn()}:8080"
+    assert NODE_NAME.match(everywhere.node)  # the host name by default
+    told = load_settings(env={"CORRAL_ADVERTISE_URL": "https://corral-2.lan/"})
+    assert told.advertised_url == "https://corral-2.lan"
+    with pytest.raises(SettingsError, match="CORRAL_NODE_NAME"):
+        load_settings(env={"CORRAL_NODE_NAME": "../escape"})
 
 
 def test_environment_beats_file(tmp_path: Path) -> None:

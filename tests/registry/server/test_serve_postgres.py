@@ -4,53 +4,30 @@ after kill -9; a second single-node server on the same catalogue is refused with
 
 from __future__ import annotations
 
-import asyncio
-import random
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from registry.model.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
 from tests.support.catalogue import query
-from tests.support.digests import sha256_bytes as sha
-from tests.support.docker_registry import DockerRegistry, push_model, start_registry
-from tests.support.legacy_pull import LegacyPuller
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess, base_env, free_port, run_cli, start_server
-
-
-@dataclass
-class Upstream:
-    registry: DockerRegistry
-    weights: bytes
-
-    @property
-    def model(self) -> str:
-        return f"{self.registry.host}/library/tiny"
-
-    def blob_gets(self) -> int:
-        return len([a for a in self.registry.accesses() if a.method == "GET" and "/blobs/" in a.path])
+from tests.support.tiny_upstream import TinyUpstream, start_tiny_upstream
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    registry = start_registry(tmp_path_factory.mktemp("upstream"))
-    weights = random.Random(18).randbytes(3_000_000)
-    try:
-        push_model(registry.url, "library/tiny", "latest", [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, b"{{ .Prompt }}")])
-        yield Upstream(registry, weights)
-    finally:
-        registry.stop()
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyUpstream]:
+    upstream = start_tiny_upstream(tmp_path_factory.mktemp("upstream"))
+    yield upstream
+    upstream.registry.stop()
 
 
-def mirror(root: Path, upstream: Upstream, database_url: str, **env: str) -> ServerProcess:
+def mirror(root: Path, upstream: TinyUpstream, database_url: str, **env: str) -> ServerProcess:
     return start_server(root, {"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": upstream.registry.url,
                                "CORRAL_DATABASE_URL": database_url, **env})
 
@@ -59,14 +36,8 @@ def listed(server: ServerProcess) -> list[tuple[str, str]]:
     return [(m["name"], m["digest"]) for m in httpx.get(f"{server.url}/api/tags", timeout=30).json()["models"]]
 
 
-def pulled_weights(server: ServerProcess, dest: Path, upstream: Upstream) -> bytes:
-    """The weights as a client pulling like ollama gets them from `server`."""
-    pulled = asyncio.run(LegacyPuller(server.url, dest).pull("library/tiny", "latest"))
-    return pulled.blobs[sha(upstream.weights)].read_bytes()
-
-
 def test_a_pulled_model_survives_a_restart_and_a_kill_on_postgresql(postgres: PostgresServer, tmp_path: Path,
-                                                                     upstream: Upstream) -> None:
+                                                                     upstream: TinyUpstream) -> None:
     url = postgres.new_database()
     root = tmp_path / "corral"
     server = mirror(root, upstream, url)
@@ -75,9 +46,9 @@ def test_a_pulled_model_survives_a_restart_and_a_kill_on_postgresql(postgres: Po
         assert pulled.returncode == 0, pulled.stderr
         models = listed(server)
         assert [name for name, _ in models] == [f"{upstream.model}:latest"]
-        assert pulled_weights(server, tmp_path / "client", upstream) == upstream.weights
+        assert upstream.pulled_weights(server, tmp_path / "client") == upstream.weights
         assert query(url, "SELECT pid FROM catalogue_owner") == [(server.process.pid,)]
-        assert query(url, "SELECT size FROM blobs WHERE digest = :d", d=sha(upstream.weights)) == [(3_000_000,)]
+        assert query(url, "SELECT size FROM blobs WHERE digest = :d", d=upstream.digest) == [(3_000_000,)]
     finally:
         server.stop()
     assert server.process.returncode == 0
@@ -87,7 +58,7 @@ def test_a_pulled_model_survives_a_restart_and_a_kill_on_postgresql(postgres: Po
         server = mirror(root, upstream, url, CORRAL_OFFLINE="1")
         try:
             assert listed(server) == models
-            assert pulled_weights(server, tmp_path / f"after-{stop.name}", upstream) == upstream.weights
+            assert upstream.pulled_weights(server, tmp_path / f"after-{stop.name}") == upstream.weights
         finally:
             server.stop(stop)
     assert "took over the catalogue from the previous server on this models folder" in server.log()

@@ -10,12 +10,12 @@
 # the build argument CMAKE_ARGS.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# corral's dependency list alone, so that the layer compiling llama.cpp is rebuilt only when that
+# corral's dependency list alone (with the postgres extra, for cluster mode), so that the layer compiling llama.cpp is rebuilt only when that
 # list changes, not when the source or another field of pyproject.toml does.
 FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /src
 COPY pyproject.toml .
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" \
     > requirements.txt
 
 FROM ${PYTHON_IMAGE} AS build

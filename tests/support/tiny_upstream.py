@@ -24,8 +24,9 @@ class TinyUpstream:
 
     @property
     def model(self) -> str:
-        """The model's name as a client pulls it through corral."""
-        return f"{self.registry.host}/library/tiny"
+        """The model's name as a client pulls it through a corral whose CORRAL_UPSTREAM is this
+        registry (`/v2/library/tiny` names the same model)."""
+        return "tiny"
 
     @property
     def digest(self) -> str:

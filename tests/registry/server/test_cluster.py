@@ -74,7 +74,7 @@ def test_two_nodes_share_one_catalogue_and_store_through_kills_and_restarts(
         pulled = run_cli(a, "pull", upstream.model)
         assert pulled.returncode == 0, pulled.stderr
         before = rows(url)
-        assert before[0] == [(f"{upstream.model}:latest".lower(), before[2][0][0])]
+        assert before[0] == [(f"registry.ollama.ai/library/{upstream.model}:latest", before[2][0][0])]
         gets = upstream.blob_gets()
 
         b = start_server(tmp_path / "b", node_env(shared, url, "b", upstream))

@@ -10,8 +10,9 @@
 # the build argument CMAKE_ARGS.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# corral's dependency list alone (with the postgres extra, for cluster mode), so that the layer compiling llama.cpp is rebuilt only when that
-# list changes, not when the source or another field of pyproject.toml does.
+# corral's dependency list alone, with the postgres extra (cluster mode), so that the layer compiling
+# llama.cpp is rebuilt only when that list changes, not when the source or another field of
+# pyproject.toml does.
 FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /src
 COPY pyproject.toml .

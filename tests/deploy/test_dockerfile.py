@@ -110,14 +110,15 @@ def test_the_build_context_sends_what_the_images_copy_and_not_the_virtual_enviro
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
-def test_the_requirements_stage_lists_corrals_dependencies(name: str, tmp_path: Path) -> None:
+def test_the_requirements_stage_lists_corrals_dependencies_and_the_postgres_extra(name: str, tmp_path: Path) -> None:
     (requirements,) = [s for s in stages(name) if s.name == "requirements"]
     (command,) = [run for run in requirements.all("RUN") if "tomllib" in run]
     shutil.copyfile(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     interpreter = Path(sys.executable).parent
     subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=60,
                    env={**os.environ, "PATH": f"{interpreter}:{os.environ['PATH']}"})
-    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + project["optional-dependencies"]["postgres"]  # cluster mode works
     assert (tmp_path / "requirements.txt").read_text().splitlines() == expected
 
 

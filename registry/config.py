@@ -8,8 +8,11 @@ the environment on its own, which keeps tests hermetic and lets two servers run 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -129,6 +132,42 @@ def _url(text: str) -> str:
     return text.strip().rstrip("/")
 
 
+def _database_url(text: str) -> str:
+    """A catalogue URL for one of the two async engines corral supports. The plain spellings
+    (`sqlite://`, `postgres://`, `postgresql://`) mean their async drivers: aiosqlite, and asyncpg
+    of the `postgres` extra, which must then be installed (one line here, not a traceback later)."""
+    url = text.strip()
+    scheme, sep, rest = url.partition("://")
+    if not url or not sep:
+        if url:
+            raise ValueError(f"expected an SQLAlchemy URL, got {text!r}")
+        return url
+    if scheme in ("postgres", "postgresql"):
+        url, scheme = f"postgresql+asyncpg://{rest}", "postgresql+asyncpg"
+    elif scheme == "sqlite":
+        url, scheme = f"sqlite+aiosqlite://{rest}", "sqlite+aiosqlite"
+    if scheme == "postgresql+asyncpg" and importlib.util.find_spec("asyncpg") is None:
+        raise ValueError("a PostgreSQL catalogue needs the postgres extra: pip install 'corral[postgres]'")
+    if scheme not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise ValueError(f"expected sqlite+aiosqlite:///<file> or postgresql+asyncpg://…, got {scheme}://")
+    return url
+
+
+def _optional_url(text: str) -> str:
+    return _url(text) if text.strip() else ""
+
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _node_name(text: str) -> str:
+    """A node's name: also the name of its lock file in the shared models folder."""
+    name = text.strip()
+    if name and not NODE_NAME.match(name):
+        raise ValueError(f"expected letters, digits, '.', '_' or '-' (at most 63), got {text!r}")
+    return name
+
+
 def _fraction(text: str) -> float:
     f = float(text)
     if not 0 < f <= 1:
@@ -202,14 +241,24 @@ SETTINGS_SPEC: tuple[_Spec, ...] = (
           "Bearer token for admin routes; required when listening beyond loopback."),
     _Spec("no_cloud", "OLLAMA_NO_CLOUD", "server.no_cloud", False, _bool,
           "corral never uses ollama's cloud; when set, /api/status also names this setting (source \"both\")."),
+    _Spec("advertise_url", "CORRAL_ADVERTISE_URL", "server.advertise_url", "", _optional_url,
+          "Where other nodes and operators reach this node (cluster mode); default the listen address, "
+          "with the host name when listening on every interface."),
     # --- store
     _Spec("models", "OLLAMA_MODELS", "store.models", str(_HOME / ".corral" / "models"), _path,
           "Models root: blobs/ and the signing key live here."),
-    _Spec("database_url", "CORRAL_DATABASE_URL", "store.database_url", "", str,
-          "SQLAlchemy URL of the catalogue; default sqlite+aiosqlite:/// file corral.db inside the models root."),
+    _Spec("database_url", "CORRAL_DATABASE_URL", "store.database_url", "", _database_url,
+          "SQLAlchemy URL of the catalogue: sqlite+aiosqlite:///<file>, or "
+          "postgresql+asyncpg://<user>:<password>@<host>/<database> (the postgres extra); default the file "
+          "corral.db inside the models root."),
     _Spec("owner_heartbeat", "CORRAL_OWNER_HEARTBEAT", "store.owner_heartbeat", 10.0, _positive_duration,
-          "How often the server renews its claim on the catalogue; a claim unrenewed for 3 intervals may be "
-          "taken over."),
+          "How often the server renews its claim on the catalogue (its node row, in cluster mode); a claim "
+          "unrenewed for 3 intervals may be taken over, a node unrenewed for 3 intervals is stale."),
+    _Spec("cluster", "CORRAL_CLUSTER", "store.cluster", False, _bool,
+          "Run as one node of several sharing this catalogue (PostgreSQL) and models folder (a shared "
+          "filesystem)."),
+    _Spec("node_name", "CORRAL_NODE_NAME", "store.node_name", "", _node_name,
+          "This node's name in cluster mode, unique among the nodes; default the host name."),
     _Spec("tmpdir", "OLLAMA_TMPDIR", "store.tmpdir", "", _optional_path,
           "Scratch space for uploads and bundles; default <models>/tmp."),
     _Spec("noprune", "OLLAMA_NOPRUNE", "store.noprune", False, _bool,
@@ -284,9 +333,12 @@ class Settings:
     tls_key: Path | None
     admin_token: str
     no_cloud: bool
+    advertise_url: str
     models: Path
     database_url: str
     owner_heartbeat: float
+    cluster: bool
+    node_name: str
     tmpdir: Path | None
     noprune: bool
     upstream: str
@@ -339,6 +391,20 @@ class Settings:
     @property
     def authorized_keys_path(self) -> Path:
         return self.models / "authorized_keys"
+
+    @property
+    def node(self) -> str:
+        """This node's name: CORRAL_NODE_NAME, else the host name (made a valid name)."""
+        return self.node_name or re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63] or "node"
+
+    @property
+    def advertised_url(self) -> str:
+        """CORRAL_ADVERTISE_URL, else the listen URL; on every interface, with the host name instead."""
+        if self.advertise_url:
+            return self.advertise_url
+        if self.host.host in ("0.0.0.0", "::", ""):
+            return ListenAddress(self.host.scheme, socket.getfqdn(), self.host.port).url
+        return self.host.url
 
     @property
     def needs_admin_token(self) -> bool:
@@ -411,6 +477,9 @@ def load_settings(
         values[spec.field] = _parse(spec, raw, source)
     if not values["database_url"]:
         values["database_url"] = _default_database_url(values["models"])
+    if values["cluster"] and not values["database_url"].startswith("postgresql"):
+        raise SettingsError("CORRAL_CLUSTER: cluster mode needs a PostgreSQL catalogue every node reaches "
+                            "(CORRAL_DATABASE_URL=postgresql+asyncpg://…); an SQLite catalogue is one server's")
     if values["low_watermark"] > values["high_watermark"]:
         raise SettingsError("CORRAL_CACHE_LOW_WATERMARK: must not exceed CORRAL_CACHE_HIGH_WATERMARK")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):

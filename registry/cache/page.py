@@ -97,6 +97,7 @@ def render_page(status: dict[str, Any]) -> str:
 {_runner(status["runner"], now)}
 {_charts(status["history"], now)}
 {_fills(status["fills"])}
+{_nodes(status["cluster"], now)}
 {_models(status["models"])}
 </main>
 </body>
@@ -255,6 +256,26 @@ def _fills(fills: list[dict[str, Any]]) -> str:
              f"<tbody>{rows}</tbody></table>" if rows else '<p class="none">None.</p>')
     return f"""<section id="fills" class="wide"><h2>Fills in progress ({len(fills)})</h2>
 {table}
+</section>"""
+
+
+def _nodes(cluster: dict[str, Any] | None, now: float) -> str:
+    """Cluster mode only: every node on the catalogue, which one this is and whether it does the
+    background work."""
+    if cluster is None:
+        return ""
+    this = " (this node, on background duty)" if cluster["on_duty"] else " (this node)"
+    rows = "".join(
+        "<tr>"
+        f"<td>{_e(n['name'] + (this if n['this'] else ''))}</td>"
+        f"<td>{_e(n['url'])}</td><td>{_e(n['host'])}</td><td>{_e(n['state'])}</td>"
+        f"<td>{_e(_ago(n['heartbeat_at'], now))}</td>"
+        "</tr>"
+        for n in cluster["nodes"]
+    )
+    return f"""<section id="nodes" class="wide"><h2>Nodes ({len(cluster["nodes"])})</h2>
+<table><thead><tr><th>Node</th><th>URL</th><th>Host</th><th>State</th><th>Last heartbeat</th></tr></thead>
+<tbody>{rows}</tbody></table>
 </section>"""
 
 

@@ -3,14 +3,15 @@
 Everything shown on the status page comes from one `CacheStatus.collect` call (`cache.page`
 renders it), so the page and the JSON never disagree. Each number is read from the part that
 owns it: the pruner's measurement, the disk, the catalogue, the fills in flight, the upstream's
-health, the traffic history, and the runner (through a callable, since the cache does not know
-the runner).
+health, the traffic history, the runner (through a callable, since the cache does not know
+the runner), and in cluster mode the nodes sharing the catalogue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
@@ -27,7 +28,8 @@ from registry.mirror.fills import Fill, InFlight
 from registry.mirror.health import Contact, UpstreamHealth
 from registry.model.names import Digest
 from registry.storage.catalog import Catalog
-from registry.storage.db import BLOB_QUARANTINED, Blob
+from registry.storage.db import BLOB_QUARANTINED, Blob, Node
+from registry.storage.nodes import NodeRecord
 
 RunnerStatus = Callable[[], dict[str, Any]]
 """The runner's loaded models (name, size, processor, expires_at) and its queue depth."""
@@ -38,8 +40,9 @@ class CacheStatus:
 
     def __init__(self, settings: Settings, lifecycle: Lifecycle, catalog: Catalog, in_flight: InFlight,
                  readers: Counter[Digest], counters: CacheCounters, health: UpstreamHealth,
-                 runner: RunnerStatus) -> None:
+                 runner: RunnerStatus, node: NodeRecord | None = None) -> None:
         self.settings = settings
+        self.node = node  # this server, in cluster mode
         self.lifecycle = lifecycle
         self.catalog = catalog
         self.in_flight = in_flight
@@ -83,6 +86,24 @@ class CacheStatus:
                       "failures": counters.scrub_failures, "last_pass": lc.scrubber.last_pass},
             "keep_warm": lc.keep_warm.last,
             "reconcile": lc.reconciled.to_json() if lc.reconciled is not None else None,
+            "cluster": await self._cluster(),
+        }
+
+    async def _cluster(self) -> dict[str, Any] | None:
+        """This node and every node in the catalogue (live or stale, with its last heartbeat); None
+        for a single server."""
+        if self.node is None:
+            return None
+        async with self.catalog.sessions() as s:
+            rows = (await s.execute(select(Node).order_by(Node.started_at, Node.name))).scalars().all()
+        now = time.time()
+        nodes = [NodeRecord.from_row(row) for row in rows]
+        return {
+            "node": self.node.name,
+            "on_duty": self.lifecycle.on_duty,
+            "nodes": [{"id": n.id, "name": n.name, "host": n.host, "pid": n.pid, "url": n.advertise_url,
+                       "models": n.models, "started_at": n.started_at, "heartbeat_at": n.heartbeat_at,
+                       "state": n.state(now), "this": n.id == self.node.id} for n in nodes],
         }
 
     async def _models(self) -> list[dict[str, Any]]:

@@ -34,6 +34,18 @@ class ManifestError(ValueError):
     """A manifest body that is not a usable schema-2 manifest."""
 
 
+MAX_MEDIA_TYPE = 255  # RFC 6838: type and subtype of at most 127 characters each; the catalogue's column
+MAX_SIZE = 2**63 - 1  # a blob size the catalogue's 64-bit column holds
+
+
+def _media_type(value: Any, what: str) -> str:
+    """A media type the catalogue can store as given, on SQLite and PostgreSQL alike: a string of
+    at most 255 printable characters (PostgreSQL refuses NUL in text and enforces the length)."""
+    if not isinstance(value, str) or len(value) > MAX_MEDIA_TYPE or not value.isprintable():
+        raise ManifestError(f"{what} has an invalid mediaType")
+    return value
+
+
 @dataclass(frozen=True)
 class Layer:
     media_type: str
@@ -75,11 +87,9 @@ def _layer(obj: Any) -> Layer:
     except InvalidDigestError as exc:
         raise ManifestError(f"layer has an invalid digest: {exc}") from None
     size = obj.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
         raise ManifestError(f"layer {digest} has an invalid size")
-    media_type = obj.get("mediaType", "")
-    if not isinstance(media_type, str):
-        raise ManifestError(f"layer {digest} has an invalid mediaType")
+    media_type = _media_type(obj.get("mediaType", ""), f"layer {digest}")
     from_ = obj.get("from")
     return Layer(media_type, digest, size, from_ if isinstance(from_, str) and from_ else None)
 
@@ -97,11 +107,8 @@ def parse_manifest(raw: bytes) -> ParsedManifest:
     if not isinstance(layers, list):
         raise ManifestError("manifest has no layers list")
     config = doc.get("config")
-    media_type = doc.get("mediaType") or MANIFEST_V2
-    if not isinstance(media_type, str):
-        raise ManifestError("manifest has an invalid mediaType")
     return ParsedManifest(
-        media_type=media_type,
+        media_type=_media_type(doc.get("mediaType") or MANIFEST_V2, "manifest"),
         config=_layer(config) if config else None,
         layers=tuple(_layer(x) for x in layers),
     )

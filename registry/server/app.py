@@ -43,6 +43,7 @@ from registry.server.routes import Handlers, route_table
 from registry.server.runner_bridge import check_template, make_openai_routes, runner_status
 from registry.server.services import SERVICES, Services, build_services
 from registry.storage.owner import CatalogueInUse
+from registry.storage.shared_store import NotTheSharedStore
 from registry.storage.store_lock import StoreInUse
 from registry.storage.uploads import UploadStore
 from registry.web import cors
@@ -74,7 +75,7 @@ def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
         ollama_import=OllamaFolderImport(s.catalog, s.store),
         cache=CacheAdmin(
             CacheStatus(settings, s.lifecycle, s.catalog, s.in_flight, s.blob_meter.readers, s.counters,
-                        s.upstream.health, lambda: runner_status(s.runner)),
+                        s.upstream.health, lambda: runner_status(s.runner), s.ownership.node),
             s.lifecycle.pruner, s.lifecycle.scrubber, s.catalog,
         ),
         metrics=Metrics(s.counters, s.fills, s.upstream, s.blob_meter.readers, s.runner, requests, s.store.root),
@@ -169,7 +170,7 @@ def serve(settings: Settings) -> int:
         return _refuse(exc)
     try:
         return asyncio.run(_serve(settings, sockets, tls))
-    except (StoreInUse, CatalogueInUse) as exc:
+    except (StoreInUse, CatalogueInUse, NotTheSharedStore) as exc:
         return _refuse(exc)
     finally:
         for sock in sockets:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -36,8 +37,11 @@ from registry.server.runner_bridge import make_runner
 from registry.storage.catalog import Catalog
 from registry.storage.contents import ModelReader
 from registry.storage.db import make_engine, make_sessionmaker
+from registry.storage.duty import DutyLock
 from registry.storage.leases import Leases
+from registry.storage.nodes import NodeRecord
 from registry.storage.ownership import Ownership
+from registry.storage.reconcile import CLUSTER_GRACE
 from registry.storage.store import BlobStore
 from registry.storage.uploads import UploadStore
 from runner.http.ollama import Runner
@@ -48,7 +52,7 @@ log = logging.getLogger("corral")
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    ownership: Ownership  # the models folder's lock and the catalogue's owner row, released last
+    ownership: Ownership  # the models folder's lock and the catalogue's owner row (or node row), released last
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: BlobStore
@@ -79,8 +83,15 @@ async def build_services(settings: Settings) -> Services:
     nothing. Apart from the ownership heartbeat, nothing here serves requests or starts background
     work: that begins with the application (`Lifecycle.start`), after reconciliation.
     """
-    ownership = await Ownership.take(settings.models, settings.database_url, settings.host.url,
-                                     heartbeat=settings.owner_heartbeat, default_database=settings.default_database)
+    if settings.cluster:
+        me = await asyncio.to_thread(NodeRecord.for_this_process, settings.node, settings.models,
+                                     settings.advertised_url)
+        ownership = await Ownership.join(settings.models, settings.database_url, me,
+                                         heartbeat=settings.owner_heartbeat)
+    else:
+        ownership = await Ownership.take(settings.models, settings.database_url, settings.host.url,
+                                         heartbeat=settings.owner_heartbeat,
+                                         default_database=settings.default_database)
     try:
         return await _build(settings, ownership)
     except BaseException:
@@ -93,7 +104,8 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     sessions = make_sessionmaker(engine)
     store = BlobStore(settings.blobs_dir)
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
-    for stray in store.stray_temp_files():
+    # in a cluster, another node's ingest may be writing its temporary file right now
+    for stray in store.stray_temp_files(time.time() - CLUSTER_GRACE if settings.cluster else None):
         stray.unlink(missing_ok=True)
         log.info("removed leftover of an interrupted ingest: %s", stray.name)
     leases = Leases()
@@ -113,6 +125,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     lifecycle = Lifecycle(
         settings, catalog, pruner, Scrubber(catalog, sessions, leases, counters),
         KeepWarm(puller, upstream, settings.sync), History(counters, upstream.rate),
+        DutyLock(engine) if settings.cluster else None,
     )
     return Services(
         settings=settings,

@@ -12,12 +12,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.model.manifest import ParsedManifest, parse_manifest
 from registry.model.names import Digest, ModelName
-from registry.storage.db import BLOB_QUARANTINED, BLOB_VERIFIED, Blob, Manifest, ManifestLayer, Tag
+from registry.storage.db import BLOB_QUARANTINED, BLOB_VERIFIED, Blob, Manifest, ManifestLayer, Tag, dialect_insert
 from registry.storage.leases import Leases, discard, inode_of
 from registry.storage.store import BlobStore
 
@@ -166,15 +166,16 @@ class Catalog:
     async def record_blob(
         self, digest: Digest, size: int, *, media_type: str | None = None, state: str = BLOB_VERIFIED
     ) -> None:
+        """Insert or update the blob's row in one statement: servers sharing a catalogue may record
+        the same blob at the same moment (a media type already known is kept)."""
         now = time.time()
         async with self.sessions.begin() as s:
-            row = await s.get(Blob, str(digest))
-            if row is None:
-                s.add(Blob(digest=str(digest), size=size, media_type=media_type, state=state,
-                           created_at=now, last_access=now))
-            else:
-                row.size, row.state, row.last_access = size, state, now
-                row.media_type = row.media_type or media_type
+            row = dialect_insert(s, Blob).values(digest=str(digest), size=size, media_type=media_type, state=state,
+                                                 created_at=now, last_access=now)
+            await s.execute(row.on_conflict_do_update(index_elements=[Blob.digest], set_={
+                "size": row.excluded.size, "state": row.excluded.state, "last_access": row.excluded.last_access,
+                "media_type": func.coalesce(func.nullif(Blob.media_type, ""), row.excluded.media_type),
+            }))
 
     async def quarantine_blob(self, digest: Digest) -> None:
         """Take a blob out of service; the file is moved aside so nothing can serve it."""
@@ -204,27 +205,35 @@ class Catalog:
         now = time.time()
         async with self.sessions.begin() as s:
             await self._upsert_manifest(s, digest, raw, parsed)
-            tag = (await s.execute(select(Tag).where(Tag.name_key == name.key))).scalar_one_or_none()
-            if tag is None:
-                s.add(Tag(name_key=name.key, host=name.host, namespace=name.namespace, model=name.model,
-                          tag=name.tag, manifest_digest=str(digest), created_at=now, modified_at=now,
-                          fetched_at=fetched_at, last_used=None, pinned=False, upstream=upstream))
-            else:
-                if tag.manifest_digest != str(digest):
-                    tag.manifest_digest = str(digest)
-                    tag.modified_at = now
-                tag.fetched_at = fetched_at if fetched_at is not None else tag.fetched_at
-                tag.upstream = upstream or tag.upstream
+            tag = dialect_insert(s, Tag).values(
+                name_key=name.key, host=name.host, namespace=name.namespace, model=name.model, tag=name.tag,
+                manifest_digest=str(digest), created_at=now, modified_at=now, fetched_at=fetched_at,
+                last_used=None, pinned=False, upstream=upstream)
+            new = tag.excluded
+            await s.execute(tag.on_conflict_do_update(index_elements=[Tag.name_key], set_={
+                "manifest_digest": new.manifest_digest,
+                "modified_at": case((Tag.manifest_digest != new.manifest_digest, new.modified_at),
+                                    else_=Tag.modified_at),
+                "fetched_at": func.coalesce(new.fetched_at, Tag.fetched_at),
+                "upstream": func.coalesce(func.nullif(new.upstream, ""), Tag.upstream),
+            }))
         return digest
 
     async def _upsert_manifest(self, s: AsyncSession, digest: Digest, raw: bytes, parsed: ParsedManifest) -> None:
-        if await s.get(Manifest, str(digest)) is not None:
+        """Store the manifest and its layer links unless they are there already (stored by this
+        server earlier, or by another one sharing the catalogue a moment ago)."""
+        stored = await s.execute(
+            dialect_insert(s, Manifest)
+            .values(digest=str(digest), media_type=parsed.media_type, raw=raw, created_at=time.time())
+            .on_conflict_do_nothing(index_elements=[Manifest.digest])
+        )
+        if stored.rowcount == 0 or not parsed.all_layers:
             return
-        s.add(Manifest(digest=str(digest), media_type=parsed.media_type, raw=raw, created_at=time.time()))
-        await s.flush()
-        for i, layer in enumerate(parsed.all_layers):
-            s.add(ManifestLayer(manifest_digest=str(digest), position=i, blob_digest=str(layer.digest),
-                                media_type=layer.media_type, size=layer.size))
+        await s.execute(insert(ManifestLayer), [
+            {"manifest_digest": str(digest), "position": i, "blob_digest": str(layer.digest),
+             "media_type": layer.media_type, "size": layer.size}
+            for i, layer in enumerate(parsed.all_layers)
+        ])
 
     async def mark_fetched(self, name: ModelName, when: float) -> None:
         async with self.sessions.begin() as s:

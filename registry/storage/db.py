@@ -2,22 +2,30 @@
 
 The schema is owned by Alembic (`migrations/`): the application upgrades the database at startup
 and never calls `metadata.create_all`, so an existing catalogue is always migrated in place.
-Timestamps are Unix seconds (float): portable across SQLite and PostgreSQL without timezone
-surprises, and cheap to compare for TTLs and LRU ordering.
+Timestamps are Unix seconds (float, a double on PostgreSQL): portable across SQLite and
+PostgreSQL without timezone surprises, and cheap to compare for TTLs and LRU ordering.
+
+Two engines are supported: SQLite (aiosqlite, the embedded default) and PostgreSQL (asyncpg, the
+`postgres` extra), which several servers can share. Everything dialect-specific lives here: the
+SQLite connection pragmas, the PostgreSQL advisory lock that lets one server migrate at a time,
+and `dialect_insert` for the upserts both spell `INSERT … ON CONFLICT`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -26,8 +34,10 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    text,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import migrations
@@ -35,6 +45,12 @@ import migrations
 BLOB_VERIFIED = "verified"
 BLOB_PARTIAL = "partial"
 BLOB_QUARANTINED = "quarantined"
+
+# PostgreSQL advisory lock keys (one bigint namespace per database): "corral" in ASCII, then a number.
+MIGRATION_LOCK = 0x636F7272616C0001
+DUTY_LOCK = 0x636F7272616C0002  # held by the one node of a cluster that runs the background work
+
+log = logging.getLogger("corral.db")
 
 
 class Base(DeclarativeBase):
@@ -160,6 +176,38 @@ class CatalogueOwner(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class Node(Base):
+    """A server in cluster mode (`storage.nodes`): one row per running process, any number of them.
+
+    `id` is random per start; `name` (CORRAL_NODE_NAME, the host name by default) is what an
+    operator knows the node by, and what its lock in the shared models folder is named after.
+    `expires_at` is the node's own promise of its next heartbeat, as for the catalogue owner.
+    """
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    advertise_url: Mapped[str] = mapped_column(String(400))
+    models: Mapped[str] = mapped_column(Text)  # the node's models root, resolved (mount points may differ)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_nodes_name", "name"),)
+
+
+class SharedStore(Base):
+    """Which blob store the cluster on this catalogue shares (`storage.shared_store`): one row, whose
+    id the shared models folder also holds, so a node on any other folder is refused."""
+
+    __tablename__ = "shared_store"
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
@@ -181,10 +229,38 @@ def ensure_sqlite_dir(url: str) -> None:
 
 
 def make_engine(url: str) -> AsyncEngine:
+    """The server's engine. PostgreSQL connections are checked before use: a server outlives
+    restarts and failovers of its database, and a pooled connection may have died meanwhile."""
+    if is_postgresql(url):
+        return create_async_engine(url, pool_pre_ping=True)
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def is_postgresql(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def hold_migration_lock(conn: Connection) -> None:
+    """On PostgreSQL, wait until no other server migrates this catalogue, then hold it for this
+    transaction: Alembic reads the version only after, so a server that waited finds the schema
+    at head and has nothing to do. (SQLite serialises the migrating writers by itself.)"""
+    if conn.dialect.name != "postgresql":
+        return
+    if conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}).scalar():
+        return
+    log.info("waiting for another corral server to finish migrating the catalogue")
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+
+def dialect_insert(session: AsyncSession, table: type[Base]) -> Any:
+    """An INSERT that can say ON CONFLICT, in the session's dialect (SQLite and PostgreSQL spell it
+    alike): an upsert is one statement, so two servers writing the same row never collide."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def make_migration_engine(url: str) -> AsyncEngine:

@@ -17,12 +17,21 @@ after a crash the disk may hold more than the catalogue says, rarely less:
 
 Runs before the server accepts requests; every fix is logged and the report is kept for
 `/api/corral/status`.
+
+In a cluster (`grace` given) other nodes share the folder and the catalogue and keep working
+while one node reconciles, under the duty lock, when it takes up the duty and every hour after.
+Their work looks like leftovers for a moment: a fill's partial file before its first checkpoint,
+a blob published but not yet recorded, a row recorded for a file this host's view of a shared
+filesystem does not show yet, a file renamed aside by their prune. So nothing touched within the
+grace period (by its file's mtime or ctime, a row's creation, a fill's last checkpoint) counts as
+a leftover; it is looked at again at the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +49,7 @@ from registry.storage.store import PARTIAL_SUFFIX, hash_file
 log = logging.getLogger("corral.reconcile")
 
 PARTIAL_GRACE = 3600.0  # ollama's layerPruneGracePeriod for -partial files
+CLUSTER_GRACE = 3600.0  # in a cluster, what was touched this recently may be another node's work in progress
 
 
 @dataclass
@@ -72,34 +82,47 @@ class ReconcileReport:
 
 @dataclass
 class _Listing:
-    blobs: dict[str, Path]
-    partials: dict[str, tuple[Path, float]]  # digest → (path, mtime)
-    retired: list[Path]
+    blobs: dict[str, tuple[Path, float]]  # digest → (path, last touched: the later of mtime and ctime)
+    partials: dict[str, tuple[Path, float, float]]  # digest → (path, mtime, last touched)
+    retired: list[tuple[Path, float]]
 
 
 def _scan(root: Path) -> _Listing:
     listing = _Listing({}, {}, [])
     for path in root.iterdir():
         name = path.name
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # removed since the listing (by this server, or another node)
+        touched = max(st.st_mtime, st.st_ctime)
         if is_retired(path):
-            listing.retired.append(path)
-        elif Digest.is_valid(name) and path.is_file():
-            listing.blobs[str(Digest.parse(name))] = path
+            listing.retired.append((path, touched))
+        elif Digest.is_valid(name) and stat.S_ISREG(st.st_mode):
+            listing.blobs[str(Digest.parse(name))] = (path, touched)
         elif name.endswith(PARTIAL_SUFFIX) and Digest.is_valid(name[: -len(PARTIAL_SUFFIX)]):
-            listing.partials[str(Digest.parse(name[: -len(PARTIAL_SUFFIX)]))] = (path, path.stat().st_mtime)
+            listing.partials[str(Digest.parse(name[: -len(PARTIAL_SUFFIX)]))] = (path, st.st_mtime, touched)
     return listing
 
 
-async def reconcile(catalog: Catalog, sessions: async_sessionmaker[AsyncSession], noprune: bool) -> ReconcileReport:
+async def reconcile(catalog: Catalog, sessions: async_sessionmaker[AsyncSession], noprune: bool,
+                    grace: float | None = None) -> ReconcileReport:
+    """Make the store and the catalogue agree; with `grace` (cluster mode), leave alone whatever
+    was touched within the last `grace` seconds, since another node may be in the middle of it."""
     store = catalog.store
     report = ReconcileReport()
+    now = time.time()
+    settled = now - grace if grace is not None else float("inf")  # touched before this: nobody's work in progress
     listing = await asyncio.to_thread(_scan, store.root)
     async with sessions() as s:
-        states = dict((await s.execute(select(Blob.digest, Blob.state))).all())
-        fills = set((await s.execute(select(FillProgress.digest))).scalars())
+        blobs = {d: (state, created) for d, state, created in
+                 (await s.execute(select(Blob.digest, Blob.state, Blob.created_at))).all()}
+        fills = dict((await s.execute(select(FillProgress.digest, FillProgress.updated_at))).all())
         needed = set((await s.execute(select(ManifestLayer.blob_digest))).scalars())
+    states = {d: state for d, (state, _) in blobs.items()}
 
-    report.dropped_rows = [d for d, state in states.items() if state == BLOB_VERIFIED and d not in listing.blobs]
+    report.dropped_rows = [d for d, (state, created) in blobs.items()
+                           if state == BLOB_VERIFIED and d not in listing.blobs and created < settled]
     if report.dropped_rows:
         async with sessions.begin() as s:
             await s.execute(delete(Blob).where(Blob.digest.in_(report.dropped_rows)))
@@ -107,9 +130,9 @@ async def reconcile(catalog: Catalog, sessions: async_sessionmaker[AsyncSession]
         log.warning("reconcile: %s is listed but its file is missing; dropped the row (fetched again on demand)",
                     digest)
 
-    for digest, path in sorted(listing.blobs.items()):
-        if states.get(digest) == BLOB_VERIFIED:
-            continue
+    for digest, (path, touched) in sorted(listing.blobs.items()):
+        if states.get(digest) == BLOB_VERIFIED or touched >= settled:
+            continue  # recorded, or published a moment ago (by another node, which records it next)
         if digest in needed or digest in fills:
             await _adopt(catalog, Digest.parse(digest), path, report)
         elif noprune:
@@ -119,11 +142,12 @@ async def reconcile(catalog: Catalog, sessions: async_sessionmaker[AsyncSession]
             report.removed_orphans.append(digest)
             log.info("reconcile: removed %s, a file no model references and the catalogue does not list", digest)
 
-    now = time.time()
     verified = {d for d, state in states.items() if state == BLOB_VERIFIED} - set(report.dropped_rows)
     verified |= set(report.adopted)
     stale: list[str] = []
-    for digest, (path, mtime) in sorted(listing.partials.items()):
+    for digest, (path, mtime, touched) in sorted(listing.partials.items()):
+        if touched >= settled:
+            continue  # another node's fill, running now
         if digest in verified:
             reason = "the blob is complete"
         elif noprune:
@@ -138,14 +162,16 @@ async def reconcile(catalog: Catalog, sessions: async_sessionmaker[AsyncSession]
         report.removed_partials.append(digest)
         stale.append(digest)
         log.info("reconcile: removed partial file of %s (%s)", digest, reason)
-    report.dropped_fills = sorted((fills - set(listing.partials)) | (fills & set(stale)))
+    unfiled = {d for d, updated in fills.items() if d not in listing.partials and updated < settled}
+    report.dropped_fills = sorted(unfiled | (set(fills) & set(stale)))
     if report.dropped_fills:
         async with sessions.begin() as s:
             await s.execute(delete(FillProgress).where(FillProgress.digest.in_(report.dropped_fills)))
 
-    for path in listing.retired:
+    retired = [path for path, touched in listing.retired if touched < settled]
+    for path in retired:
         await asyncio.to_thread(discard, path)
-    report.removed_retired = len(listing.retired)
+    report.removed_retired = len(retired)
 
     report.incomplete_models = await _incomplete_models(sessions)
     report.finished_at = time.time()

@@ -200,9 +200,23 @@ class BlobStore:
             return None
         return target
 
-    def stray_temp_files(self) -> list[Path]:
-        """Leftovers of ingests interrupted by a crash; safe to delete at startup."""
-        return [p for p in self.root.iterdir() if TEMP_MARKER in p.name]
+    def stray_temp_files(self, untouched_since: float | None = None) -> list[Path]:
+        """Leftovers of ingests interrupted by a crash; safe to delete at startup. With
+        `untouched_since` (a cluster, whose other nodes ingest into the same folder meanwhile),
+        only the files nobody has written to since then."""
+        strays = []
+        for path in self.root.iterdir():
+            if TEMP_MARKER not in path.name:
+                continue
+            if untouched_since is not None:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                if max(st.st_mtime, st.st_ctime) >= untouched_since:
+                    continue
+            strays.append(path)
+        return strays
 
     def stored_digests(self) -> list[Digest]:
         out = []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from registry.config import SETTINGS_SPEC, SettingsError, load_settings, parse_ollama_host
+from registry.config import NODE_NAME, SETTINGS_SPEC, SettingsError, load_settings, parse_ollama_host
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +47,37 @@ def test_the_default_database_follows_the_models_root_unless_a_url_is_given() ->
         "/srv/a/corral.db")
     named = load_settings(env={"OLLAMA_MODELS": "/srv/a", "CORRAL_DATABASE_URL": "sqlite+aiosqlite:////srv/c.db"})
     assert named.database_url == "sqlite+aiosqlite:////srv/c.db" and named.default_database is None
+
+
+@pytest.mark.parametrize(("given", "meant"), [
+    ("postgres://corral:pw@db.lan/catalogue", "postgresql+asyncpg://corral:pw@db.lan/catalogue"),
+    ("postgresql://db.lan:5433/corral", "postgresql+asyncpg://db.lan:5433/corral"),
+    ("postgresql+asyncpg://db.lan/corral", "postgresql+asyncpg://db.lan/corral"),
+    ("sqlite:////srv/c.db", "sqlite+aiosqlite:////srv/c.db"),
+])
+def test_plain_database_urls_mean_the_async_drivers(given: str, meant: str) -> None:
+    assert load_settings(env={"CORRAL_DATABASE_URL": given}).database_url == meant
+
+
+@pytest.mark.parametrize("url", ["mysql+aiomysql://db.lan/corral", "postgresql+psycopg2://db.lan/corral", "corral.db"])
+def test_a_database_corral_cannot_drive_is_one_line(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"^CORRAL_DATABASE_URL \(CORRAL_DATABASE_URL\): expected "):
+        load_settings(env={"CORRAL_DATABASE_URL": url})
+
+
+def test_cluster_mode_needs_postgresql_and_names_the_node() -> None:
+    with pytest.raises(SettingsError, match=r"^CORRAL_CLUSTER: cluster mode needs a PostgreSQL catalogue"):
+        load_settings(env={"CORRAL_CLUSTER": "1"})
+    node = load_settings(env={"CORRAL_CLUSTER": "1", "CORRAL_DATABASE_URL": "postgres://db/corral",
+                              "CORRAL_NODE_NAME": "gpu-1", "OLLAMA_HOST": "10.0.0.5:8080"})
+    assert (node.cluster, node.node, node.advertised_url) == (True, "gpu-1", "http://10.0.0.5:8080")
+    everywhere = load_settings(env={"OLLAMA_HOST": "0.0.0.0:8080", "CORRAL_ADVERTISE_URL": ""})
+    assert everywhere.advertised_url == f"http://{socket.getfqdn()}:8080"
+    assert NODE_NAME.match(everywhere.node)  # the host name by default
+    told = load_settings(env={"CORRAL_ADVERTISE_URL": "https://corral-2.lan/"})
+    assert told.advertised_url == "https://corral-2.lan"
+    with pytest.raises(SettingsError, match="CORRAL_NODE_NAME"):
+        load_settings(env={"CORRAL_NODE_NAME": "../escape"})
 
 
 def test_environment_beats_file(tmp_path: Path) -> None:

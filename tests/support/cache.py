@@ -17,6 +17,7 @@ from registry.model.manifest import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE
 from registry.model.names import ModelName
 from registry.server.app import create_app
 from registry.server.services import SERVICES
+from tests.support.catalogue import query
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import mirror_settings, services_of, tune
 
@@ -63,9 +64,9 @@ def catalogue(root: Path) -> sqlite3.Connection:
     return sqlite3.connect(root / "corral.db")
 
 
-def tags(root: Path) -> set[str]:
-    with catalogue(root) as db:
-        return {row[0] for row in db.execute("select name_key from tags")}
+def tags(root: Path, url: str | None = None) -> set[str]:
+    """Tag keys in the catalogue at `url`, by default the SQLite file in `root`."""
+    return {row[0] for row in query(url or f"sqlite+aiosqlite:///{root / 'corral.db'}", "select name_key from tags")}
 
 
 def blob_files(root: Path) -> dict[str, int]:
@@ -73,17 +74,16 @@ def blob_files(root: Path) -> dict[str, int]:
             if BLOB_NAME.fullmatch(p.name)}
 
 
-def assert_consistent(root: Path) -> None:
+def assert_consistent(root: Path, url: str | None = None) -> None:
     """Every verified row has its file (same size) and vice versa; every tag's blobs are there;
-    nothing but blobs (no stray partial, temporary or retired files) is left in the directory."""
-    with catalogue(root) as db:
-        rows = dict(db.execute("select digest, size from blobs where state = 'verified'").fetchall())
-        incomplete = db.execute(
-            "select t.name_key, l.blob_digest from tags t join manifest_layers l "
-            "on l.manifest_digest = t.manifest_digest where l.blob_digest not in "
-            "(select digest from blobs where state = 'verified')").fetchall()
-        untagged = db.execute("select count(*) from manifests where digest not in "
-                              "(select manifest_digest from tags)").fetchone()[0]
+    nothing but blobs (no stray partial, temporary or retired files) is left in the directory.
+    The catalogue is the one at `url`, by default the SQLite file in `root`."""
+    url = url or f"sqlite+aiosqlite:///{root / 'corral.db'}"
+    rows = dict(query(url, "select digest, size from blobs where state = 'verified'"))
+    incomplete = query(url, "select t.name_key, l.blob_digest from tags t join manifest_layers l "
+                            "on l.manifest_digest = t.manifest_digest where l.blob_digest not in "
+                            "(select digest from blobs where state = 'verified')")
+    ((untagged,),) = query(url, "select count(*) from manifests where digest not in (select manifest_digest from tags)")
     assert rows == blob_files(root)
     assert not incomplete
     assert untagged == 0

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +60,17 @@ def base_env(root: Path, port: int, extra: dict[str, str] | None = None) -> dict
 
 
 def start_server(root: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
-                 timeout: float = 60) -> ServerProcess:
+                 timeout: float = 60, command: Sequence[str] | None = None,
+                 env: Mapping[str, str] | None = None) -> ServerProcess:
+    """`command` (default: this interpreter's corral) with `env` (default: base_env), which must
+    then name the port in OLLAMA_HOST."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / f"server-{port}.log"
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "serve"],
-        env=base_env(root, port, extra_env), stdout=log, stderr=subprocess.STDOUT,
+        list(command or [sys.executable, "-m", "registry.cli", "serve"]),
+        env=dict(env) if env is not None else base_env(root, port, extra_env), stdout=log, stderr=subprocess.STDOUT,
     )
     server = ServerProcess(f"http://127.0.0.1:{port}", port, root, process, log_path)
     deadline = time.monotonic() + timeout

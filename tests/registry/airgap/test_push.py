@@ -49,6 +49,7 @@ from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.legacy_pull import LegacyPuller
 from tests.support.mirror import services_of
 from tests.support.models import smollm2_gguf
+from tests.support.postgres import both_databases
 from tests.support.server import ServerProcess, free_port, start_server
 
 UPLOADS = "/v2/library/tiny/blobs/uploads/"
@@ -105,6 +106,7 @@ async def test_token_requests_refused(client: TestClient, settings: Settings) ->
     assert resp.status_code == 401 and "does not verify" in resp.text
 
 
+@both_databases
 async def test_resumable_upload_then_manifest(client: TestClient, settings: Settings, tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     authorize(settings.models, key)
@@ -152,6 +154,28 @@ async def test_resumable_upload_then_manifest(client: TestClient, settings: Sett
     deleted = await client.delete("/v2/library/tiny/manifests/1b", headers=auth)
     assert deleted.status == 202
     assert (await client.get("/v2/library/tiny/manifests/1b")).status == 404
+
+
+UNSTORABLE = {
+    "a long mediaType": {"mediaType": "application/" + "x" * 250, "size": 3},
+    "a NUL in the mediaType": {"mediaType": "application/vnd.ollama.image.model\u0000", "size": 3},
+    "a size past 64 bits": {"mediaType": MEDIA_MODEL, "size": 2**63},
+}
+
+
+@both_databases
+@pytest.mark.parametrize("layer", list(UNSTORABLE))
+async def test_a_manifest_no_catalogue_could_store_is_refused_alike_on_both(
+        client: TestClient, settings: Settings, tmp_path: Path, layer: str) -> None:
+    """PostgreSQL enforces column lengths and refuses NUL in text, where SQLite stores anything:
+    values past what the catalogue holds are the client's mistake (400) on both, never a 500."""
+    key = Ed25519PrivateKey.generate()
+    authorize(settings.models, key)
+    auth = {"Authorization": f"Bearer {await token(client, key, tmp_path)}", "Content-Type": MANIFEST_V2}
+    raw = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_V2,
+                      "layers": [{"digest": sha(b"abc"), **UNSTORABLE[layer]}]}).encode()
+    put = await client.put("/v2/library/tiny/manifests/odd", data=raw, headers=auth)
+    assert put.status == 400 and (await put.json())["errors"][0]["code"] == "MANIFEST_INVALID"
 
 
 async def test_a_manifest_is_stored_only_with_all_its_blobs_here(mirror: TestClient, fake_registry: FakeOllamaRegistry,

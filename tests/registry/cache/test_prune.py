@@ -29,6 +29,7 @@ from tests.support.digests import sha256_bytes as sha
 from tests.support.fake_ollama_registry import FakeOllamaRegistry
 from tests.support.mirror import services_of
 from tests.support.models import smollm2_gguf
+from tests.support.postgres import both_databases
 
 MB = 1_000_000
 READ_CHUNK = 64 * 1024
@@ -69,28 +70,30 @@ class StalledReader:
         return rest
 
 
-async def big_over_quota_with(aiohttp_client, tmp_path: Path,
-                              fake_registry: FakeOllamaRegistry) -> tuple[TestClient, bytes]:
+async def big_over_quota_with(aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry,
+                              database_url: str) -> tuple[TestClient, bytes]:
     """A mirror with a 14 MB quota holding "big" (12 MB); "small" (1 MB) is ready upstream, and
     pulling it puts the store over the high watermark with "big" least recently used."""
     big = add_model(fake_registry, "big", 12 * MB)
     add_model(fake_registry, "small", 1 * MB)
     mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
                                 CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, background_prune=False,
-                                CORRAL_MAX_CACHE="14MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
-                                CORRAL_CACHE_LOW_WATERMARK="0.5")
+                                CORRAL_DATABASE_URL=database_url, CORRAL_MAX_CACHE="14MB",
+                                CORRAL_CACHE_HIGH_WATERMARK="0.9", CORRAL_CACHE_LOW_WATERMARK="0.5")
     await api_pull(mirror, "big")
     return mirror, big
 
 
+@both_databases
 async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
-    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry, database_url: str
 ) -> None:
     sizes = {"m1": 3 * MB, "m2": 12 * MB, **{f"m{i}": 4 * MB for i in range(3, 9)}}
     weights = {name: add_model(fake_registry, name, size) for name, size in sizes.items()}
     mirror = await cache_mirror(aiohttp_client, tmp_path, fake_registry.url,
-                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, CORRAL_MAX_CACHE="40MB",
-                                CORRAL_CACHE_HIGH_WATERMARK="0.9", CORRAL_CACHE_LOW_WATERMARK="0.6")
+                                CORRAL_ALLOWED_HOSTS=fake_registry.cdn_host, CORRAL_DATABASE_URL=database_url,
+                                CORRAL_MAX_CACHE="40MB", CORRAL_CACHE_HIGH_WATERMARK="0.9",
+                                CORRAL_CACHE_LOW_WATERMARK="0.6")
     lifecycle = lifecycle_of(mirror)
     await api_pull(mirror, "m1")
     assert (await mirror.post("/api/corral/pin", json={"model": "m1"})).status == 200
@@ -104,10 +107,10 @@ async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
         return lifecycle.pruner.last_run is not None and lifecycle.pruner.last_run["evicted"] > 0
 
     await wait_for(pruned)
-    assert tags(tmp_path) == {key(n) for n in ("m1", "m2", "m7", "m8")}  # m3..m6 were least recently used
+    assert tags(tmp_path, database_url) == {key(n) for n in ("m1", "m2", "m7", "m8")}  # m3..m6: least recently used
     usage = await lifecycle.pruner.measure()
     assert usage.total <= 0.6 * 40 * MB
-    assert_consistent(tmp_path)
+    assert_consistent(tmp_path, database_url)
     files = blob_files(tmp_path)
     for name in ("m3", "m4", "m5", "m6"):
         assert sha(weights[name]) not in files
@@ -120,10 +123,11 @@ async def test_quota_evicts_least_recently_used_and_keeps_pinned_and_in_use(
     assert {m["name"]: m["pinned"] for m in status["models"]}["m1:latest"] is True
 
 
+@both_databases
 async def test_reader_keeps_its_model_until_done_then_it_goes(
-    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry, database_url: str
 ) -> None:
-    mirror, big = await big_over_quota_with(aiohttp_client, tmp_path, fake_registry)
+    mirror, big = await big_over_quota_with(aiohttp_client, tmp_path, fake_registry, database_url)
     lifecycle = lifecycle_of(mirror)
     reader = await StalledReader.blob(mirror, "big", big)
     await api_pull(mirror, "small")  # 13 MB: over the high watermark; "big" is least recently used
@@ -137,15 +141,15 @@ async def test_reader_keeps_its_model_until_done_then_it_goes(
     events = [json.loads(line) for line in (await resp.text()).splitlines()]
     assert [e["model"] for e in events if e["status"] == "evict"] == ["small:latest"]
     assert events[-1]["status"] == "success" and events[-1]["evicted"] == 1
-    assert tags(tmp_path) == {key("big")}
+    assert tags(tmp_path, database_url) == {key("big")}
     assert await reader.finish() == big[READ_CHUNK:]  # correct bytes to the end
     assert sha(big) in blob_files(tmp_path)
 
     await api_pull(mirror, "small")
     summary = [e async for e in lifecycle.pruner.run()][-1]
     assert summary["evicted"] == 1
-    assert tags(tmp_path) == {key("small")}  # now that nobody reads it, the older model goes
-    assert_consistent(tmp_path)
+    assert tags(tmp_path, database_url) == {key("small")}  # now that nobody reads it, the older model goes
+    assert_consistent(tmp_path, database_url)
 
 
 @pytest.mark.model
@@ -185,9 +189,9 @@ async def test_a_model_loaded_in_the_runner_is_kept_until_unloaded(
 
 
 async def test_a_bundle_being_exported_keeps_its_model(
-    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry
+    aiohttp_client, tmp_path: Path, fake_registry: FakeOllamaRegistry, database_url: str
 ) -> None:
-    mirror, big = await big_over_quota_with(aiohttp_client, tmp_path, fake_registry)
+    mirror, big = await big_over_quota_with(aiohttp_client, tmp_path, fake_registry, database_url)
     lifecycle = lifecycle_of(mirror)
     body = json.dumps({"models": ["big"]}).encode()
     reader = await StalledReader.start(mirror, "POST /api/corral/export", body)  # stalls on a full buffer

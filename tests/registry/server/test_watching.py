@@ -77,7 +77,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
                                      timeout=60).is_success
             served.update(blobs)
             served_bytes += sum(blobs.values())
-        model = f"{registry.host}/library/bigram:latest"
+        model = "bigram:latest"  # /v2/library/bigram names registry.ollama.ai's model, whatever the upstream
         answer = httpx.post(server.url + "/api/generate", json={"model": model, "prompt": "hi", "stream": False},
                             timeout=120)
         assert answer.status_code == 200, answer.text

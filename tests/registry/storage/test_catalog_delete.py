@@ -1,4 +1,4 @@
-"""Deleting a model removes only what that model alone used, and never a file being read."""
+"""Deleting a model removes only what that model alone used, and never a file being read (on both engines)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from registry.model.manifest import CONFIG_TYPE, MANIFEST_V2, MEDIA_MODEL, MEDIA
 from registry.model.names import Digest, ModelName
 from registry.server.services import SERVICES
 from tests.support.digests import sha256_bytes as sha
+from tests.support.postgres import both_databases
+
+pytestmark = both_databases
 
 
 async def upload(client: TestClient, data: bytes) -> Digest:

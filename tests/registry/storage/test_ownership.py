@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,32 +17,24 @@ from registry.storage.db import make_engine, upgrade_database
 from registry.storage.owner import STALE_HEARTBEATS, CatalogueInUse, OwnerClaim, OwnerRecord
 from registry.storage.ownership import Ownership
 from registry.storage.store_lock import StoreInUse, StoreLock
+from tests.support.catalogue import execute, query
+from tests.support.postgres import both_databases
 
 
-def url_for(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
+def owner_rows(url: str) -> list[tuple]:
+    return query(url, "SELECT owner_id, host, pid, models, expires_at FROM catalogue_owner")
 
 
-def owner_rows(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT owner_id, host, pid, models, expires_at FROM catalogue_owner").fetchall()
-    conn.close()
-    return rows
+def seed_owner(url: str, *, host: str, models: str, expires_at: float, pid: int = 4242) -> None:
+    execute(url, "INSERT INTO catalogue_owner (slot, owner_id, host, pid, listen_url, models, started_at, "
+                 "heartbeat_at, expires_at) VALUES (1, 'crashed', :host, :pid, 'http://10.0.0.9:11434', :models, 1, "
+                 ":heartbeat_at, :expires_at)",
+            host=host, pid=pid, models=models, heartbeat_at=expires_at - 30, expires_at=expires_at)
 
 
-def seed_owner(db: Path, *, host: str, models: str, expires_at: float, pid: int = 4242) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO catalogue_owner (slot, owner_id, host, pid, listen_url, models, started_at, heartbeat_at, "
-            "expires_at) VALUES (1, 'crashed', ?, ?, 'http://10.0.0.9:11434', ?, 1, ?, ?)",
-            (host, pid, models, expires_at - 30, expires_at),
-        )
-    conn.close()
-
-
-async def claims(db: Path, folders: list[Path], interval: float = 10.0) -> list[OwnerClaim]:
+async def claims(url: str, folders: list[Path], interval: float = 10.0) -> list[OwnerClaim]:
     """One claim per folder, each on its own engine, as separate servers would have."""
-    return [OwnerClaim(make_engine(url_for(db)), OwnerRecord.for_this_process(folder, f"http://h:{n}"), interval)
+    return [OwnerClaim(make_engine(url), OwnerRecord.for_this_process(folder, f"http://h:{n}"), interval)
             for n, folder in enumerate(folders)]
 
 
@@ -83,25 +75,25 @@ def test_the_lock_names_its_holder_and_passes_on_after_release(tmp_path: Path) -
     StoreLock.acquire(models, "http://127.0.0.1:11435").release()
 
 
-async def test_two_servers_claiming_at_once_cannot_both_win(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    await upgrade_database(url_for(db))
-    first, second = await claims(db, [tmp_path / "a", tmp_path / "b"])
+@both_databases
+async def test_two_servers_claiming_at_once_cannot_both_win(tmp_path: Path, database_url: str) -> None:
+    await upgrade_database(database_url)
+    first, second = await claims(database_url, [tmp_path / "a", tmp_path / "b"])
     read_together(first, second)
     try:
         results = await asyncio.gather(first.claim(), second.claim(), return_exceptions=True)
         assert sorted(type(r).__name__ for r in results) == ["CatalogueInUse", "NoneType"]
         winner = first if results[0] is None else second
-        assert [row[0] for row in owner_rows(db)] == [winner.me.owner_id]
+        assert [row[0] for row in owner_rows(database_url)] == [winner.me.owner_id]
     finally:
         await dispose(first, second)
 
 
-async def test_a_stale_owner_is_taken_over_by_exactly_one_of_two(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    await upgrade_database(url_for(db))
-    seed_owner(db, host="elsewhere", models="/srv/models", expires_at=time.time() - 1)
-    first, second = await claims(db, [tmp_path / "a", tmp_path / "b"])
+@both_databases
+async def test_a_stale_owner_is_taken_over_by_exactly_one_of_two(tmp_path: Path, database_url: str) -> None:
+    await upgrade_database(database_url)
+    seed_owner(database_url, host="elsewhere", models="/srv/models", expires_at=time.time() - 1)
+    first, second = await claims(database_url, [tmp_path / "a", tmp_path / "b"])
     read_together(first, second)
     try:
         results = await asyncio.gather(first.claim(), second.claim(), return_exceptions=True)
@@ -112,51 +104,49 @@ async def test_a_stale_owner_is_taken_over_by_exactly_one_of_two(tmp_path: Path)
         await dispose(first, second)
 
 
-async def test_a_live_owner_is_refused_and_named(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    await upgrade_database(url_for(db))
-    seed_owner(db, host=socket.gethostname(), models="/srv/other", expires_at=time.time() + 60)
-    (claim,) = await claims(db, [tmp_path / "a"])
+@both_databases
+async def test_a_live_owner_is_refused_and_named(tmp_path: Path, database_url: str) -> None:
+    await upgrade_database(database_url)
+    seed_owner(database_url, host=socket.gethostname(), models="/srv/other", expires_at=time.time() + 60)
+    (claim,) = await claims(database_url, [tmp_path / "a"])
     try:
         with pytest.raises(CatalogueInUse) as refused:
             await claim.claim()
         assert str(refused.value).startswith(
-            f"the catalogue {url_for(db)} is in use by another corral server "
+            f"the catalogue {database_url} is in use by another corral server "
             f"(pid 4242 on {socket.gethostname()}, http://10.0.0.9:11434, models /srv/other, last heartbeat ")
-        assert [row[0] for row in owner_rows(db)] == ["crashed"]
+        assert [row[0] for row in owner_rows(database_url)] == ["crashed"]
     finally:
         await dispose(claim)
 
 
-async def test_the_previous_server_on_our_own_folder_is_taken_over_at_once(tmp_path: Path) -> None:
+@both_databases
+async def test_the_previous_server_on_our_own_folder_is_taken_over_at_once(tmp_path: Path, database_url: str) -> None:
     """Its heartbeat may look fresh, but it held the folder's lock, which we now hold: it is gone."""
-    db = tmp_path / "shared.db"
-    await upgrade_database(url_for(db))
+    await upgrade_database(database_url)
     folder = tmp_path / "a"
-    seed_owner(db, host=socket.gethostname(), models=str(folder.resolve()), expires_at=time.time() + 60)
-    (claim,) = await claims(db, [folder])
+    seed_owner(database_url, host=socket.gethostname(), models=str(folder.resolve()), expires_at=time.time() + 60)
+    (claim,) = await claims(database_url, [folder])
     try:
         assert (await claim.claim()).owner_id == "crashed"
-        assert [row[0] for row in owner_rows(db)] == [claim.me.owner_id]
+        assert [row[0] for row in owner_rows(database_url)] == [claim.me.owner_id]
     finally:
         await dispose(claim)
 
 
-async def test_renewing_pushes_the_expiry_and_notices_a_takeover(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    await upgrade_database(url_for(db))
-    (claim,) = await claims(db, [tmp_path / "a"], interval=5.0)
+@both_databases
+async def test_renewing_pushes_the_expiry_and_notices_a_takeover(tmp_path: Path, database_url: str) -> None:
+    await upgrade_database(database_url)
+    (claim,) = await claims(database_url, [tmp_path / "a"], interval=5.0)
     try:
         await claim.claim()
         before = time.time()
         assert await claim.renew()
-        assert owner_rows(db)[0][4] >= before + STALE_HEARTBEATS * 5.0
-        with sqlite3.connect(db) as conn:
-            conn.execute("UPDATE catalogue_owner SET owner_id = 'usurper'")
-        conn.close()
+        assert owner_rows(database_url)[0][4] >= before + STALE_HEARTBEATS * 5.0
+        execute(database_url, "UPDATE catalogue_owner SET owner_id = 'usurper'")
         assert not await claim.renew()
         await claim.release()
-        assert [row[0] for row in owner_rows(db)] == ["usurper"]  # release leaves another's row alone
+        assert [row[0] for row in owner_rows(database_url)] == ["usurper"]  # release leaves another's row alone
     finally:
         await dispose(claim)
 
@@ -166,56 +156,51 @@ async def test_taking_ownership_refused_by_the_folder_lock_changes_nothing(tmp_p
     held = StoreLock.acquire(models, "http://127.0.0.1:1")
     try:
         with pytest.raises(StoreInUse):
-            await Ownership.take(models, url_for(models / "corral.db"), "http://127.0.0.1:2", heartbeat=10,
-                                 default_database=models / "corral.db")
+            await Ownership.take(models, f"sqlite+aiosqlite:///{models / 'corral.db'}", "http://127.0.0.1:2",
+                                 heartbeat=10, default_database=models / "corral.db")
         assert sorted(p.name for p in models.iterdir()) == ["corral.lock"]
     finally:
         held.release()
 
 
-async def test_a_refused_claim_does_not_migrate_the_catalogue(tmp_path: Path) -> None:
+@both_databases
+async def test_a_refused_claim_does_not_migrate_the_catalogue(tmp_path: Path, database_url: str) -> None:
     """With the owner table present, the claim comes before migrating: a refused server migrates nothing."""
-    db = tmp_path / "shared.db"
-    await upgrade_database(url_for(db))
-    seed_owner(db, host="elsewhere", models="/srv/models", expires_at=time.time() + 60)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0003'")  # as if a migration were pending
-    conn.close()
+    await upgrade_database(database_url)
+    seed_owner(database_url, host="elsewhere", models="/srv/models", expires_at=time.time() + 60)
+    execute(database_url, "UPDATE alembic_version SET version_num = '0003'")  # as if a migration were pending
     with pytest.raises(CatalogueInUse):
-        await Ownership.take(tmp_path / "a", url_for(db), "http://127.0.0.1:2", heartbeat=10, default_database=None)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
-    conn.close()
+        await Ownership.take(tmp_path / "a", database_url, "http://127.0.0.1:2", heartbeat=10, default_database=None)
+    assert query(database_url, "SELECT version_num FROM alembic_version") == [("0003",)]
     StoreLock.acquire(tmp_path / "a", "http://127.0.0.1:3").release()  # the refused take let go of the folder
 
 
-async def test_a_fresh_catalogue_is_migrated_then_claimed_and_released_clean(tmp_path: Path) -> None:
-    db = tmp_path / "new" / "shared.db"
-    ownership = await Ownership.take(tmp_path / "a", url_for(db), "http://127.0.0.1:2", heartbeat=10,
+@both_databases
+async def test_a_fresh_catalogue_is_migrated_then_claimed_and_released_clean(tmp_path: Path, database_url: str) -> None:
+    ownership = await Ownership.take(tmp_path / "a", database_url, "http://127.0.0.1:2", heartbeat=10,
                                      default_database=None)
-    assert [row[2] for row in owner_rows(db)] == [os.getpid()]
+    assert [row[2] for row in owner_rows(database_url)] == [os.getpid()]
     await ownership.release()
-    assert owner_rows(db) == []
+    assert owner_rows(database_url) == []
     StoreLock.acquire(tmp_path / "a", "http://127.0.0.1:3").release()
 
 
-async def test_the_heartbeat_sets_lost_when_another_server_took_over(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    ownership = await Ownership.take(tmp_path / "a", url_for(db), "http://127.0.0.1:2", heartbeat=0.05,
+@both_databases
+async def test_the_heartbeat_sets_lost_when_another_server_took_over(tmp_path: Path, database_url: str) -> None:
+    ownership = await Ownership.take(tmp_path / "a", database_url, "http://127.0.0.1:2", heartbeat=0.05,
                                      default_database=None)
     try:
-        with sqlite3.connect(db) as conn:
-            conn.execute("UPDATE catalogue_owner SET owner_id = 'usurper', expires_at = ?", (time.time() + 60,))
-        conn.close()
+        execute(database_url, "UPDATE catalogue_owner SET owner_id = 'usurper', expires_at = :at", at=time.time() + 60)
         async with asyncio.timeout(10):
             await ownership.lost.wait()
     finally:
         await ownership.release()
-    assert [row[0] for row in owner_rows(db)] == ["usurper"]
+    assert [row[0] for row in owner_rows(database_url)] == ["usurper"]
 
 
 TAKE_AT = """
 import asyncio, sys, time
+from collections.abc import Callable
 from pathlib import Path
 from registry.storage.owner import CatalogueInUse
 from registry.storage.ownership import Ownership
@@ -236,14 +221,17 @@ asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
 """
 
 
-def test_two_servers_starting_together_on_a_new_catalogue_give_one_owner_and_one_refusal(tmp_path: Path) -> None:
-    """Two processes find no tables and migrate at the same moment: the loser's failed migration is
-    a lost race and ends as every refusal does (CatalogueInUse), never as a migration traceback."""
+@both_databases
+def test_two_servers_starting_together_on_a_new_catalogue_give_one_owner_and_one_refusal(
+        tmp_path: Path, new_database: Callable[[], str]) -> None:
+    """Two processes find no tables and migrate at the same moment: the loser's failed migration
+    (SQLite) or its wait for the winner's (PostgreSQL) ends as every refusal does (CatalogueInUse),
+    never as a migration traceback."""
     for round_ in range(3):
-        db = tmp_path / f"round{round_}" / "shared.db"
+        url = new_database()
         at = time.time() + 1.5  # both start their take at this instant
         processes = [
-            subprocess.Popen([sys.executable, "-c", TAKE_AT, str(tmp_path / f"round{round_}" / folder), url_for(db),
+            subprocess.Popen([sys.executable, "-c", TAKE_AT, str(tmp_path / f"round{round_}" / folder), url,
                               str(at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for folder in ("a", "b")
         ]

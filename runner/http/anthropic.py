@@ -11,12 +11,10 @@ rest of /v1 answers in; one after the stream started is an `error` event.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from runner.errors import RequestError
 from runner.http.anthropic_wire import (
     MessagesStream,
     decode_body,
@@ -26,10 +24,15 @@ from runner.http.anthropic_wire import (
     to_message,
 )
 from runner.http.ollama import cancel_on_disconnect
-from runner.http.streaming import first_chunk, json_response, named_event, remaining_chunks, write_events
+from runner.http.streaming import (
+    answer_in_dialect,
+    first_chunk,
+    json_response,
+    named_event,
+    remaining_chunks,
+    write_events,
+)
 from runner.service import RunnerService, collect_chat
-
-log = logging.getLogger(__name__)
 
 PATH = "/v1/messages"
 
@@ -44,19 +47,7 @@ async def anthropic_errors(request: web.Request, handler: Callable[[web.Request]
     """Anthropic error objects for everything that fails under /v1/messages."""
     if request.path != PATH and not request.path.startswith(PATH + "/"):
         return await handler(request)
-    try:
-        return await handler(request)
-    except RequestError as exc:
-        return _error(exc.status, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
-    except ConnectionResetError:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error(500, "internal server error")
+    return await answer_in_dialect(request, handler, _error)
 
 
 class AnthropicRoutes:

@@ -15,13 +15,11 @@ The model list comes from the registry through two callables, so the runner need
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from runner.errors import RequestError
 from runner.http.ollama import cancel_on_disconnect
 from runner.http.openai_wire import (
     ChatStream,
@@ -38,10 +36,15 @@ from runner.http.openai_wire import (
     new_id,
     text_completion,
 )
-from runner.http.streaming import data_event, first_chunk, json_response, remaining_chunks, write_events
+from runner.http.streaming import (
+    answer_in_dialect,
+    data_event,
+    first_chunk,
+    json_response,
+    remaining_chunks,
+    write_events,
+)
 from runner.service import RunnerService, collect_chat, collect_generate
-
-log = logging.getLogger(__name__)
 
 ModelLister = Callable[[], Awaitable[list[dict[str, Any]]]]
 """All local models as {"id", "created" (unix seconds), "owned_by" (the name's namespace)}."""
@@ -61,21 +64,13 @@ async def openai_errors(request: web.Request, handler: Callable[[web.Request], A
     """OpenAI error objects for everything that fails under /v1/, never a bare 404/405/500 page."""
     if not request.path.startswith("/v1/"):
         return await handler(request)
-    try:
-        return await handler(request)
-    except OpenAIError as exc:
-        return json_response(exc.body(), exc.status)
-    except RequestError as exc:
-        return _error(exc.status, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
-    except ConnectionResetError:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error(500, "internal server error")
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except OpenAIError as exc:  # carries its own `param`
+            return json_response(exc.body(), exc.status)
+
+    return await answer_in_dialect(request, answer, _error)
 
 
 class OpenAIRoutes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,30 @@ from runner.errors import RequestError
 log = logging.getLogger(__name__)
 
 Chunk = dict[str, Any]
+
+
+ErrorRenderer = Callable[[int, str], web.Response]
+"""An API's error object for a status and message."""
+
+
+async def answer_in_dialect(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                            error: ErrorRenderer) -> web.StreamResponse:
+    """Run `handler` so that every failure, wrong paths and methods and unexpected exceptions
+    included, reaches the client as `error(status, message)`: an SDK can only parse its own API's
+    error shape, never aiohttp's plain-text pages."""
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(500, "internal server error")
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:

@@ -12,25 +12,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.bigram import write_endless_gguf, write_scripted_gguf
-from tests.support.models import write_modelfile
-from tests.support.server import ServerProcess, run_cli, start_server
+from tests.support.server import ServerProcess, serving_scripted_models
 
 BOMB = "{{ range $i := 1000000000 }}x{{ end }}"
 
 
 @pytest.fixture(scope="module")
 def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("inputs")
-    server = start_server(root, extra_env={"OLLAMA_CONTEXT_LENGTH": "256"})
-    try:
-        for name, gguf in (("bigram", write_scripted_gguf(root)), ("endless", write_endless_gguf(root))):
-            modelfile = write_modelfile(root, source=gguf, name=f"Modelfile.{name}")
-            created = run_cli(server, "create", name, "-f", str(modelfile))
-            assert created.returncode == 0, created.stderr
+    with serving_scripted_models(tmp_path_factory.mktemp("inputs")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def generate(server: ServerProcess, **body: object) -> httpx.Response:

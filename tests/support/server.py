@@ -8,11 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.support.bigram import write_endless_gguf, write_scripted_gguf
+from tests.support.models import write_modelfile
 
 
 def free_port() -> int:
@@ -91,3 +95,25 @@ def run_cli(server: ServerProcess, *args: str, timeout: float = 300) -> subproce
         [sys.executable, "-m", "registry.cli", *args],
         env=base_env(server.root, server.port), capture_output=True, text=True, timeout=timeout,
     )
+
+
+@contextmanager
+def serving(root: Path, extra_env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A `corral serve` process for a fixture's lifetime, stopped however the fixture ends."""
+    server = start_server(root, extra_env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def serving_scripted_models(root: Path) -> Iterator[ServerProcess]:
+    """A server holding the scripted bigram model as `bigram` and the endless one as `endless`,
+    created as a user would (`corral create`), with a small context so prompts overflow it."""
+    with serving(root, {"OLLAMA_CONTEXT_LENGTH": "256"}) as server:
+        for name, gguf in (("bigram", write_scripted_gguf(root)), ("endless", write_endless_gguf(root))):
+            modelfile = write_modelfile(root, source=gguf, name=f"Modelfile.{name}")
+            created = run_cli(server, "create", name, "-f", str(modelfile))
+            assert created.returncode == 0, created.stderr
+        yield server

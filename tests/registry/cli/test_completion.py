@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.bigram import write_scripted_gguf
 from tests.support.models import write_modelfile
-from tests.support.server import ServerProcess, base_env, run_cli, start_server
+from tests.support.server import ServerProcess, base_env, run_cli, serving
 
 
 def _script(shell: str) -> str:
@@ -66,11 +66,8 @@ def test_files_complete_where_a_file_is_expected(script: Path, tmp_path: Path) -
 
 @pytest.fixture
 def corral(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path / "server")
-    try:
+    with serving(tmp_path / "server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.model

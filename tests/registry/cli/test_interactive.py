@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bigram import ANSWER, write_endless_gguf, write_scripted_gguf
-from tests.support.models import write_modelfile
-from tests.support.server import ServerProcess, base_env, run_cli, start_server
+from tests.support.bigram import ANSWER
+from tests.support.server import ServerProcess, base_env, run_cli, serving_scripted_models
 from tests.support.terminal import Terminal
 
 pytestmark = pytest.mark.model
@@ -25,16 +24,8 @@ UP = "\x1b[A"
 
 @pytest.fixture(scope="module")
 def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("chat")
-    server = start_server(root, extra_env={"OLLAMA_CONTEXT_LENGTH": "256"})
-    try:
-        for name, gguf in (("bigram", write_scripted_gguf(root)), ("endless", write_endless_gguf(root))):
-            modelfile = write_modelfile(root, source=gguf, name=f"Modelfile.{name}")
-            created = run_cli(server, "create", name, "-f", str(modelfile))
-            assert created.returncode == 0, created.stderr
+    with serving_scripted_models(tmp_path_factory.mktemp("chat")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from registry.cli.progress import Bar, EventProgress, Spinner, format_duration, pull_label
 from tests.support.bigram import write_bigram_gguf
 from tests.support.models import write_modelfile
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, serving
 from tests.support.terminal import Terminal
 
 GB = 1_000_000_000
@@ -104,11 +104,8 @@ async def test_a_log_gets_each_step_once_and_each_bar_at_its_start_and_end() -> 
 
 @pytest.fixture
 def corral(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path / "server")
-    try:
+    with serving(tmp_path / "server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.model

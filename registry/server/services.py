@@ -35,6 +35,7 @@ from registry.mirror.upstream import Upstream
 from registry.mirror.version_gate import VersionGates
 from registry.server.runner_bridge import make_runner
 from registry.storage.catalog import Catalog
+from registry.storage.cluster_leases import ClusterLeases
 from registry.storage.contents import ModelReader
 from registry.storage.db import make_engine, make_sessionmaker
 from registry.storage.duty import DutyLock
@@ -108,7 +109,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     for stray in store.stray_temp_files(time.time() - CLUSTER_GRACE if settings.cluster else None):
         stray.unlink(missing_ok=True)
         log.info("removed leftover of an interrupted ingest: %s", stray.name)
-    leases = Leases()
+    leases = ClusterLeases(sessions, ownership.node.id) if ownership.node is not None else Leases()
     catalog = Catalog(sessions, store, leases)
     model_reader = ModelReader(store)
     key = await asyncio.to_thread(load_or_create_key, settings.key_path)

@@ -208,6 +208,18 @@ class SharedStore(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class BlobLease(Base):
+    """A blob a node of a cluster reads, pulls or has loaded (`storage.cluster_leases`): one row per
+    (node, digest), alive exactly as long as its node's row (its heartbeat), so the node on duty
+    never prunes a blob another node uses and a dead node's leases lapse with it."""
+
+    __tablename__ = "blob_leases"
+    node_id: Mapped[str] = mapped_column(String(32), ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+
+    __table_args__ = (Index("ix_blob_leases_digest", "digest"),)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))

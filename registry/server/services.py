@@ -36,6 +36,7 @@ from registry.mirror.version_gate import VersionGates
 from registry.server.runner_bridge import make_runner
 from registry.storage.catalog import Catalog
 from registry.storage.cluster_leases import ClusterLeases
+from registry.storage.cluster_uploads import ClusterUploadStore
 from registry.storage.contents import ModelReader
 from registry.storage.db import make_engine, make_sessionmaker
 from registry.storage.duty import DutyLock
@@ -137,7 +138,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
         leases=leases,
         catalog=catalog,
         model_reader=model_reader,
-        uploads=UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout),
+        uploads=_upload_store(settings, sessions, ownership),
         egress=egress,
         upstream=upstream,
         presigned=PresignedBlobs.from_key(key),
@@ -155,3 +156,12 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def _upload_store(settings: Settings, sessions: async_sessionmaker[AsyncSession], ownership: Ownership) -> UploadStore:
+    """A single server keeps push sessions in its scratch folder; a node of a cluster in the shared
+    models folder, with their state in the catalogue, so any node continues them."""
+    if ownership.node is None:
+        return UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout)
+    return ClusterUploadStore(settings.models / "tmp" / "uploads", settings.max_upload, settings.upload_timeout,
+                              sessions, ownership.node.id)

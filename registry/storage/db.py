@@ -49,6 +49,7 @@ BLOB_QUARANTINED = "quarantined"
 # PostgreSQL advisory lock keys (one bigint namespace per database): "corral" in ASCII, then a number.
 MIGRATION_LOCK = 0x636F7272616C0001
 DUTY_LOCK = 0x636F7272616C0002  # held by the one node of a cluster that runs the background work
+UPLOAD_LOCKS = 0x636F7272  # the first key of the two-key advisory locks of push upload sessions (cluster mode)
 
 log = logging.getLogger("corral.db")
 
@@ -218,6 +219,21 @@ class BlobLease(Base):
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
 
     __table_args__ = (Index("ix_blob_leases_digest", "digest"),)
+
+
+class UploadSession(Base):
+    """A push upload session in cluster mode (`storage.cluster_uploads`): its data lives in the
+    shared models folder, its size here, so any node continues it. `version` counts the writes,
+    so a node whose own record of the hash is older than another node's write re-reads the data."""
+
+    __tablename__ = "upload_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    repository: Mapped[str] = mapped_column(String(400))
+    node_id: Mapped[str] = mapped_column(String(32))  # the node that started it (for the operator)
+    size: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 def alembic_config(url: str) -> Config:

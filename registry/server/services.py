@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from registry.auth.access import Grants
 from registry.auth.keys import load_or_create_key
 from registry.auth.presigned import PresignedBlobs
+from registry.auth.shared_grants import SharedGrants
 from registry.cache.counters import CacheCounters
 from registry.cache.history import History
 from registry.cache.lifecycle import Lifecycle
@@ -65,6 +67,7 @@ class Services:
     egress: Egress  # the one check every outbound connection passes (offline, allowed hosts, addresses)
     upstream: Upstream  # the mirror's client of upstream registries, through the gate
     presigned: PresignedBlobs  # blob URLs readable without a token, keyed by corral's key
+    grants: Grants  # registry tokens issued and nonces used: in memory, or in the catalogue in a cluster
     manifests: ManifestCache
     in_flight: InFlight
     fills: Fills
@@ -142,6 +145,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
         egress=egress,
         upstream=upstream,
         presigned=PresignedBlobs.from_key(key),
+        grants=SharedGrants(sessions) if ownership.node is not None else Grants(),
         manifests=manifests,
         in_flight=in_flight,
         fills=fills,

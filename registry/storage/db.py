@@ -236,6 +236,29 @@ class UploadSession(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class IssuedToken(Base):
+    """A registry token a node of a cluster issued (`auth.shared_grants`), good on every node until
+    it expires; stored by its sha256, so the catalogue never holds a usable token."""
+
+    __tablename__ = "issued_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(Text)  # the authorized_keys line of the key it was issued to
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_issued_tokens_expires_at", "expires_at"),)
+
+
+class UsedNonce(Base):
+    """A signed token request's nonce, used once in the whole cluster (`auth.shared_grants`): the
+    sha256 of the key and the nonce, kept while a replay's timestamp could still pass."""
+
+    __tablename__ = "used_nonces"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_used_nonces_used_at", "used_at"),)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))

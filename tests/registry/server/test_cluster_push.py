@@ -90,3 +90,25 @@ def test_an_upload_started_on_one_node_is_finished_on_another(
         assert blob.status_code == 200 and blob.content == data
     gone = patch(a, location, 0, 10)  # finished on B: unknown on A too
     assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+
+
+def test_tokens_hold_on_every_node_and_a_nonce_is_used_once_in_the_cluster(
+        nodes: tuple[ServerProcess, ServerProcess, str], tmp_path: Path) -> None:
+    a, b, url = nodes
+    key = Ed25519PrivateKey.generate()
+    authorize(tmp_path / "shared-models", key)
+    from_a = bearer(a, key)
+    assert httpx.post(b.url + UPLOADS, headers=from_a, timeout=30).status_code == 202  # A's token, on B
+    assert query(url, "SELECT count(*) FROM issued_tokens") == [(1,)]
+    assert from_a["Authorization"].split()[1] not in str(query(url, "SELECT token_hash FROM issued_tokens"))
+
+    # behind a load balancer both nodes answer one address: the client signs that, and a replay
+    # reaches the other node with the same Host
+    signed_url = token_url(a, secrets.token_hex(8))
+    headers = {**signed(signed_url, key), "Host": f"127.0.0.1:{a.port}"}
+    assert httpx.get(signed_url, headers=headers, timeout=30).status_code == 200
+    replayed = httpx.get(signed_url.replace(a.url, b.url), headers=headers, timeout=30)
+    assert replayed.status_code == 401 and "nonce already used" in replayed.text
+
+    forged = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
+    assert httpx.post(b.url + UPLOADS, headers=forged, timeout=30).status_code == 401

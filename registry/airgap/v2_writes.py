@@ -14,7 +14,9 @@ the name the same path is pulled by.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -22,7 +24,7 @@ from registry.model.manifest import ManifestError, parse_manifest
 from registry.model.names import Digest, ModelName
 from registry.storage.catalog import Catalog, ModelNotFound, manifest_digest
 from registry.storage.store import BlobStore, BlobTooLargeError
-from registry.storage.uploads import IncompleteChunkError, Upload, UploadRangeError, UploadStore
+from registry.storage.uploads import IncompleteChunkError, Upload, UploadGone, UploadRangeError, UploadStore
 from registry.web.errors import (
     BLOB_UPLOAD_INVALID,
     BLOB_UPLOAD_UNKNOWN,
@@ -101,6 +103,16 @@ class V2Writes:
             raise BLOB_UPLOAD_UNKNOWN()
         return upload
 
+    @contextlib.asynccontextmanager
+    async def _writing(self, upload: Upload) -> AsyncIterator[None]:
+        """Be the session's one writer; it is unknown if another node finished it meanwhile."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.uploads.hold(upload))
+            except UploadGone:
+                raise BLOB_UPLOAD_UNKNOWN() from None
+            yield
+
     async def start_upload(self, request: web.Request) -> web.Response:
         """POST: 201 when the blob named by `mount` (cross-repo mount) or `digest` is already here."""
         for param in ("mount", "digest"):
@@ -130,7 +142,7 @@ class V2Writes:
     async def patch_upload(self, request: web.Request) -> web.Response:
         upload = await self._session(request)
         start = _content_range(request)
-        async with upload.lock:
+        async with self._writing(upload):
             await self._append(request, upload, start)
         return web.Response(status=202, headers=_upload_headers(request, upload))
 
@@ -140,7 +152,7 @@ class V2Writes:
             raise DIGEST_INVALID("digest parameter is required")
         expected = parse_digest(request.query["digest"])
         upload = await self._session(request)
-        async with upload.lock:
+        async with self._writing(upload):
             if request.body_exists:
                 await self._append(request, upload, _content_range(request))
             actual = await self.uploads.digest(upload)
@@ -156,7 +168,7 @@ class V2Writes:
 
     async def cancel_upload(self, request: web.Request) -> web.Response:
         upload = await self._session(request)
-        async with upload.lock:
+        async with self._writing(upload):
             await self.uploads.discard(upload)
         return web.Response(status=204)
 

@@ -5,7 +5,9 @@ Registry side (protocol doc §3.1): a `/v2/` write without a valid token gets 40
 used (ollama refuses a realm on any other host). The client signs `GET,<token URL>,<zero-sum>`
 with its ed25519 key; corral checks the key is listed in `authorized_keys`, the signature, the
 `ts` freshness and that the nonce was never used before, then issues a short-lived opaque token.
-Tokens and nonces live in memory: a restart only costs clients one more token request.
+Tokens and nonces live in memory (`Grants`): a restart only costs clients one more token request.
+In a cluster they live in the catalogue (`auth.shared_grants`), so a token any node issued is good
+on every node and a nonce used on one node is refused on all.
 With CORRAL_PULL_AUTH a blob GET may instead carry a presigned URL's signature (`presigned`):
 ollama fetches a blob's parts without its token.
 
@@ -116,6 +118,26 @@ class Grant:
     expires: float
 
 
+class Grants:
+    """Issued tokens and used nonces of one server, in memory."""
+
+    def __init__(self) -> None:
+        self.nonces = NonceCache(SIGNATURE_WINDOW)
+        self._tokens: dict[str, Grant] = {}
+
+    async def use_nonce(self, key: bytes, nonce: str, now: float) -> bool:
+        """False when this key signed a request with this nonce before (a replay)."""
+        return self.nonces.use(key, nonce, now)
+
+    async def remember(self, token: str, grant: Grant) -> None:
+        now = time.time()
+        self._tokens = {t: g for t, g in self._tokens.items() if g.expires > now}
+        self._tokens[token] = grant
+
+    async def lookup(self, token: str) -> Grant | None:
+        return self._tokens.get(token)
+
+
 class Authenticator:
     """Token issuing and checking for one server: the token endpoint and the access middleware.
 
@@ -123,18 +145,17 @@ class Authenticator:
     (a bound method, marked as a new-style aiohttp middleware) runs before every handler.
     """
 
-    def __init__(self, settings: Settings, presigned: PresignedBlobs) -> None:
+    def __init__(self, settings: Settings, presigned: PresignedBlobs, grants: Grants) -> None:
         self.settings = settings
         self.presigned = presigned
         self.keys = AuthorizedKeys(settings.authorized_keys_path)
-        self.nonces = NonceCache(SIGNATURE_WINDOW)
-        self._tokens: dict[str, Grant] = {}
+        self.grants = grants
 
-    def grant(self, request: web.Request) -> Grant | None:
+    async def grant(self, request: web.Request) -> Grant | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        grant = self._tokens.get(token.strip())
+        grant = await self.grants.lookup(token.strip())
         if grant is None or grant.expires < time.time():
             return None
         return grant
@@ -148,7 +169,7 @@ class Authenticator:
         response.headers["WWW-Authenticate"] = f'Bearer realm="{realm}",service="{SERVICE}",scope="{scope}"'
         return response
 
-    def issue(self, request: web.Request) -> tuple[str, Grant]:
+    async def issue(self, request: web.Request) -> tuple[str, Grant]:
         """Verify a signed token request and return a new token; OciError(401) says why not."""
         now = time.time()
         try:
@@ -164,11 +185,10 @@ class Authenticator:
         line = self.keys.lookup(blob)
         if line is None:
             raise UNAUTHORIZED("key is not in authorized_keys")
-        if not self.nonces.use(blob, nonce, now):
+        if not await self.grants.use_nonce(blob, nonce, now):
             raise UNAUTHORIZED("nonce already used")
-        self._tokens = {t: g for t, g in self._tokens.items() if g.expires > now}
         token, grant = secrets.token_urlsafe(32), Grant(line, now + TOKEN_TTL)
-        self._tokens[token] = grant
+        await self.grants.remember(token, grant)
         return token, grant
 
     def _verified_key(self, request: web.Request) -> bytes:
@@ -196,7 +216,7 @@ class Authenticator:
     async def token(self, request: web.Request) -> web.Response:
         """GET /v2/token: a short-lived token for a signed request from an authorized key."""
         try:
-            token, grant = self.issue(request)
+            token, grant = await self.issue(request)
         except OciError as err:
             log.warning("token refused for %s: %s", request.remote, err.message)
             raise
@@ -221,7 +241,7 @@ class Authenticator:
         path = request.path
         if path.startswith("/v2") and path != TOKEN_PATH:
             needs_token = request.method in WRITE_METHODS or settings.pull_auth
-            if needs_token and self.grant(request) is None and not self._presigned_read(request):
+            if needs_token and not self._presigned_read(request) and await self.grant(request) is None:
                 return self.challenge(request)
         elif settings.needs_admin_token and _needs_admin(request) and not self.admin_ok(request):
             if not settings.admin_token:

@@ -9,7 +9,8 @@ In a cluster (a `DutyLock` given) that work is the duty of one node at a time: e
 for the lock at startup and then every `duty_interval`; the node that holds it reconciles (with
 the cluster's grace period, see `storage.reconcile`) when it takes up the duty and every
 `reconcile_interval` after, and runs prune, scrub and keep-warm. A node that loses the lock (its
-database connection broke) stops them at once and tries again like the others.
+database connection broke) stops them at once and tries again like the others. Every node, on duty
+or not, updates its blob leases in the catalogue at the same pace, so the node on duty sees them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from registry.cache.history import History
 from registry.cache.prune import Pruner
@@ -73,6 +76,7 @@ class Lifecycle:
         assert self.duty is not None
         while True:
             await asyncio.sleep(self.duty_interval)
+            await self._sync_leases()
             if self.duty.held:
                 if not await self.duty.still_held():
                     log.warning("stopped the background work: another node may hold the duty now")
@@ -86,6 +90,13 @@ class Lifecycle:
                 log.exception("could not take up the background duty; handing it back")
                 await self._stop_work()
                 await self.duty.release()
+
+    async def _sync_leases(self) -> None:
+        """Show the other nodes which blobs this one uses now (`storage.cluster_leases`)."""
+        try:
+            await self.catalog.leases.sync(self.pruner.loaded_blobs())
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not update this node's blob leases in the catalogue: %s", exc)
 
     async def _reconcile_every_interval(self) -> None:
         while True:

@@ -181,16 +181,23 @@ class Pruner:
 
     # ---- what is protected -----------------------------------------------------------------
 
-    def busy_blobs(self) -> dict[str, str]:
-        """Blobs that must stay right now, with the reason: being read, filled, or loaded."""
-        busy: dict[str, str] = {}
-        for path in self.loaded_paths():
-            if Path(path).parent == self.store.root and Digest.is_valid(Path(path).name):
-                busy[str(Digest.parse(Path(path).name))] = "loaded in the runner"
+    def loaded_blobs(self) -> set[str]:
+        """The blobs the runner has loaded."""
+        return {str(Digest.parse(Path(p).name)) for p in self.loaded_paths()
+                if Path(p).parent == self.store.root and Digest.is_valid(Path(p).name)}
+
+    async def busy_blobs(self, s: AsyncSession) -> dict[str, str]:
+        """Blobs that must stay right now, with the reason: being read, filled, or loaded, here or
+        (in a cluster) on another live node. Read in the transaction that deletes, after it has
+        locked the blob rows, so a node publishing a lease at the same moment is seen or finds the
+        blob gone (`storage.cluster_leases`)."""
+        busy: dict[str, str] = dict.fromkeys(self.loaded_blobs(), "loaded in the runner")
         for digest in self.in_flight.digests():
             busy[str(digest)] = "being filled"
         for digest in self.leases.held():
             busy.setdefault(str(digest), "being read")
+        for digest in await self.leases.held_elsewhere(s):
+            busy.setdefault(digest, "in use on another node")
         return busy
 
     def protection(self, tag: TagInfo) -> str | None:
@@ -247,7 +254,8 @@ class Pruner:
             refs.update(layers[t.manifest])
         for manifest in manifests.keys() - tagged:
             refs.update(layers[manifest])  # an untagged manifest holds its blobs until it is collected
-        busy = self.busy_blobs()
+        async with self.sessions() as s:
+            busy = await self.busy_blobs(s)
         candidates: list[TagInfo] = []
         held: set[str] = set()  # blobs that stay whatever is evicted
         for t in tags:
@@ -366,7 +374,7 @@ class Pruner:
                     await s.execute(delete(ManifestLayer).where(ManifestLayer.manifest_digest == tag.manifest))
                     await s.execute(delete(Manifest).where(Manifest.digest == tag.manifest))
                 doomed = await _unreferenced(s, eviction.blobs)
-                reason = in_use(doomed, self.busy_blobs())
+                reason = in_use(doomed, await self.busy_blobs(s))
                 if reason is not None:
                     raise _InUse(reason)
         except _InUse as exc:
@@ -391,7 +399,8 @@ class Pruner:
             if gone:
                 await s.execute(delete(ManifestLayer).where(ManifestLayer.manifest_digest.in_(gone)))
                 await s.execute(delete(Manifest).where(Manifest.digest.in_(gone)))
-            busy = self.busy_blobs()
+            await s.execute(select(Blob.digest).where(Blob.digest.in_(candidates)).with_for_update())
+            busy = await self.busy_blobs(s)
             doomed = await _unreferenced(s, [d for d in candidates if d not in busy])
         freed = await self._remove_files(doomed, inodes)
         self.counters.pruned_bytes += freed

@@ -108,7 +108,8 @@ class CacheStatus:
 
     async def _models(self) -> list[dict[str, Any]]:
         pruner = self.lifecycle.pruner
-        busy = pruner.busy_blobs()
+        async with self.catalog.sessions() as s:
+            busy = await pruner.busy_blobs(s)
         records = await self.catalog.list_models()
         users = Counter(str(layer.digest) for r in records for layer in set(r.manifest.all_layers))
         models = []

@@ -83,6 +83,7 @@ class Puller:
         layers = cached.parsed.all_layers
         # leased until tagged: a prune must not collect a layer this pull found present but has not referenced yet
         with self.catalog.leases.hold(*(layer.digest for layer in layers)):
+            await self.catalog.leases.publish(*(layer.digest for layer in layers))
             fills: dict[Digest, Fill] = {}
             for layer in layers:
                 if layer.digest not in fills and await self.catalog.servable_size(layer.digest) is None:

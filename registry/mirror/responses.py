@@ -52,6 +52,7 @@ class TrackedFileResponse(web.FileResponse):
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         completed = False
         try:
+            await self._lease.publish()
             writer = await super().prepare(request)
             completed = True
             return writer

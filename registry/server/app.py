@@ -67,7 +67,7 @@ def build_handlers(services: Services, requests: RequestCounts) -> Handlers:
         v2_reads=V2Reads(s.content, s.presigned if settings.pull_auth else None),
         v2_listing=V2Listing(s.catalog),
         v2_writes=V2Writes(s.uploads, s.store, s.catalog),
-        auth=Authenticator(settings, s.presigned),
+        auth=Authenticator(settings, s.presigned, s.grants),
         pull=s.puller,
         push=PushHandler(s.catalog, s.store, settings.key_path, s.egress),
         bundles=Bundles(s.catalog, s.store, s.leases, settings.key_path, settings.authorized_keys_path,

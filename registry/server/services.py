@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from registry.auth.access import Grants
 from registry.auth.keys import load_or_create_key
 from registry.auth.presigned import PresignedBlobs
+from registry.auth.shared_grants import SharedGrants
 from registry.cache.counters import CacheCounters
 from registry.cache.history import History
 from registry.cache.lifecycle import Lifecycle
@@ -35,6 +37,8 @@ from registry.mirror.upstream import Upstream
 from registry.mirror.version_gate import VersionGates
 from registry.server.runner_bridge import make_runner
 from registry.storage.catalog import Catalog
+from registry.storage.cluster_leases import ClusterLeases
+from registry.storage.cluster_uploads import ClusterUploadStore
 from registry.storage.contents import ModelReader
 from registry.storage.db import make_engine, make_sessionmaker
 from registry.storage.duty import DutyLock
@@ -63,6 +67,7 @@ class Services:
     egress: Egress  # the one check every outbound connection passes (offline, allowed hosts, addresses)
     upstream: Upstream  # the mirror's client of upstream registries, through the gate
     presigned: PresignedBlobs  # blob URLs readable without a token, keyed by corral's key
+    grants: Grants  # registry tokens issued and nonces used: in memory, or in the catalogue in a cluster
     manifests: ManifestCache
     in_flight: InFlight
     fills: Fills
@@ -108,7 +113,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     for stray in store.stray_temp_files(time.time() - CLUSTER_GRACE if settings.cluster else None):
         stray.unlink(missing_ok=True)
         log.info("removed leftover of an interrupted ingest: %s", stray.name)
-    leases = Leases()
+    leases = ClusterLeases(sessions, ownership.node.id) if ownership.node is not None else Leases()
     catalog = Catalog(sessions, store, leases)
     model_reader = ModelReader(store)
     key = await asyncio.to_thread(load_or_create_key, settings.key_path)
@@ -136,10 +141,11 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
         leases=leases,
         catalog=catalog,
         model_reader=model_reader,
-        uploads=UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout),
+        uploads=_upload_store(settings, sessions, ownership),
         egress=egress,
         upstream=upstream,
         presigned=PresignedBlobs.from_key(key),
+        grants=SharedGrants(sessions) if ownership.node is not None else Grants(),
         manifests=manifests,
         in_flight=in_flight,
         fills=fills,
@@ -154,3 +160,12 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def _upload_store(settings: Settings, sessions: async_sessionmaker[AsyncSession], ownership: Ownership) -> UploadStore:
+    """A single server keeps push sessions in its scratch folder; a node of a cluster in the shared
+    models folder, with their state in the catalogue, so any node continues them."""
+    if ownership.node is None:
+        return UploadStore(settings.scratch_dir / "uploads", settings.max_upload, settings.upload_timeout)
+    return ClusterUploadStore(settings.models / "tmp" / "uploads", settings.max_upload, settings.upload_timeout,
+                              sessions, ownership.node.id)

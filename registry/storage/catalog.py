@@ -290,6 +290,9 @@ class Catalog:
                 return []
             layer_blobs = select(ManifestLayer.blob_digest).where(ManifestLayer.manifest_digest.in_(gone))
             candidates = set((await s.execute(layer_blobs)).scalars()) - keep
+            # locked before the other nodes' leases are read (see storage.cluster_leases)
+            await s.execute(select(Blob.digest).where(Blob.digest.in_(candidates)).with_for_update())
+            candidates -= await self.leases.held_elsewhere(s)
             await s.execute(delete(ManifestLayer).where(ManifestLayer.manifest_digest.in_(gone)))
             await s.execute(delete(Manifest).where(Manifest.digest.in_(gone)))
             still_used = select(ManifestLayer.blob_digest).where(ManifestLayer.blob_digest.in_(candidates))

@@ -49,6 +49,7 @@ BLOB_QUARANTINED = "quarantined"
 # PostgreSQL advisory lock keys (one bigint namespace per database): "corral" in ASCII, then a number.
 MIGRATION_LOCK = 0x636F7272616C0001
 DUTY_LOCK = 0x636F7272616C0002  # held by the one node of a cluster that runs the background work
+UPLOAD_LOCKS = 0x636F7272  # the first key of the two-key advisory locks of push upload sessions (cluster mode)
 
 log = logging.getLogger("corral.db")
 
@@ -206,6 +207,56 @@ class SharedStore(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     store_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class BlobLease(Base):
+    """A blob a node of a cluster reads, pulls or has loaded (`storage.cluster_leases`): one row per
+    (node, digest), alive exactly as long as its node's row (its heartbeat), so the node on duty
+    never prunes a blob another node uses and a dead node's leases lapse with it."""
+
+    __tablename__ = "blob_leases"
+    node_id: Mapped[str] = mapped_column(String(32), ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+
+    __table_args__ = (Index("ix_blob_leases_digest", "digest"),)
+
+
+class UploadSession(Base):
+    """A push upload session in cluster mode (`storage.cluster_uploads`): its data lives in the
+    shared models folder, its size here, so any node continues it. `version` counts the writes,
+    so a node whose own record of the hash is older than another node's write re-reads the data."""
+
+    __tablename__ = "upload_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    repository: Mapped[str] = mapped_column(String(400))
+    node_id: Mapped[str] = mapped_column(String(32))  # the node that started it (for the operator)
+    size: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class IssuedToken(Base):
+    """A registry token a node of a cluster issued (`auth.shared_grants`), good on every node until
+    it expires; stored by its sha256, so the catalogue never holds a usable token."""
+
+    __tablename__ = "issued_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(Text)  # the authorized_keys line of the key it was issued to
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_issued_tokens_expires_at", "expires_at"),)
+
+
+class UsedNonce(Base):
+    """A signed token request's nonce, used once in the whole cluster (`auth.shared_grants`): the
+    sha256 of the key and the nonce, kept while a replay's timestamp could still pass."""
+
+    __tablename__ = "used_nonces"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_used_nonces_used_at", "used_at"),)
 
 
 def alembic_config(url: str) -> Config:

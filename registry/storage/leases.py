@@ -12,7 +12,8 @@ published in the meantime, and is left alone.
 
 Nothing here touches the database: a crash loses the leases together with the readers they
 protected, and a file retired but not yet unlinked (or never retired) is an orphan that startup
-reconciliation removes.
+reconciliation removes. In a cluster, `storage.cluster_leases` adds what the other nodes hold:
+`publish`, `sync` and `held_elsewhere` are the hooks it fills in; here they cost nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import secrets
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.model.names import Digest
 
@@ -40,6 +43,11 @@ class Lease:
         self._leases = leases
         self.digest = digest
         self._held = True
+
+    async def publish(self) -> None:
+        """Tell the other nodes of a cluster, before the first byte is read."""
+        if self._held:
+            await self._leases.publish(self.digest)
 
     def release(self) -> None:
         if self._held:
@@ -67,6 +75,16 @@ class Leases:
 
     def held(self) -> set[Digest]:
         return set(self._counts)
+
+    async def publish(self, *digests: Digest) -> None:
+        """Make leases this process holds on `digests` known to the other nodes of a cluster."""
+
+    async def sync(self, loaded: set[str]) -> None:
+        """Bring what the other nodes see in line with what this process holds (and has `loaded`)."""
+
+    async def held_elsewhere(self, session: AsyncSession) -> set[str]:
+        """Digests other live nodes hold leases on; a single server has no other nodes."""
+        return set()
 
     def retire(self, digest: Digest, path: Path, inode: int) -> Path | None:
         """Take `path` out of the store now if nobody reads `digest`, else after the last release.

@@ -7,6 +7,8 @@ truncates to that offset, and a chunk cut off by a broken connection is rolled b
 retrying the same part (ollama does, up to 6 times) always succeeds. The sha256 is updated while
 writing; only after a rollback or a restart is the data re-hashed at commit. Sessions idle longer
 than CORRAL_UPLOAD_TIMEOUT are removed by `expire`, which the server runs periodically.
+Writers of one session take `hold`; in a cluster, `storage.cluster_uploads` makes that a lock of
+the whole cluster and keeps each session's size in the catalogue.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,6 +40,10 @@ class UploadRangeError(ValueError):
     def __init__(self, size: int) -> None:
         super().__init__(f"chunk must start at or before offset {size}")
         self.size = size
+
+
+class UploadGone(LookupError):
+    """The session was finished or cancelled (on another node) while this request waited for it."""
 
 
 class IncompleteChunkError(ValueError):
@@ -87,9 +93,15 @@ class UploadStore:
             upload = self._open.setdefault(upload_id, Upload(upload_id, directory, meta["repository"], size))
         return upload if upload.repository == repository else None
 
+    @contextlib.asynccontextmanager
+    async def hold(self, upload: Upload) -> AsyncIterator[None]:
+        """Be the one writer of `upload` (append, commit, discard happen under it)."""
+        async with upload.lock:
+            yield
+
     async def append(self, upload: Upload, start: int | None, chunks: AsyncIterable[bytes],
                      length: int | None) -> None:
-        """Write a chunk at `start` (default: the end). Call with `upload.lock` held."""
+        """Write a chunk at `start` (default: the end). Call under `hold`."""
         start = upload.size if start is None else start
         if start > upload.size:
             raise UploadRangeError(upload.size)

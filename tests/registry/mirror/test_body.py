@@ -20,6 +20,7 @@ from tests.support.server import free_port
 
 BLOB = random.Random(7).randbytes(3_000_000)  # several socket reads, several TLS records
 BUFFER = 64 * 1024
+TRICKLE = 20_000  # bytes of a trickling body
 
 
 @dataclass
@@ -27,7 +28,7 @@ class BlobServer:
     """A loopback server of BLOB at /blob; `fault` changes how the next answers end."""
 
     url: str
-    fault: str | None = None  # "cut": close after a third; "stall": stop after a third; "chunked"
+    fault: str | None = None  # "cut": close after a third; "stall": stop after a third; "chunked"; "trickle"
     connections: set[int] = field(default_factory=set)
     released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a stall
 
@@ -39,6 +40,11 @@ async def _serve(request: web.Request, state: BlobServer) -> web.StreamResponse:
         response.content_length = len(BLOB)
     await response.prepare(request)
     third = len(BLOB) // 3
+    if state.fault == "trickle":  # a slow upstream: small pieces, never a stall
+        for start in range(0, TRICKLE, 500):
+            await response.write(BLOB[start : start + 500])
+            await asyncio.sleep(0.02)
+        return response
     if state.fault in ("cut", "stall"):
         await response.write(BLOB[:third])
         if state.fault == "stall":
@@ -86,18 +92,18 @@ async def read_all(session: aiohttp.ClientSession, url: str, limit: int, stall: 
     out = bytearray()
     buffer = bytearray(BUFFER)
     async with session.get(url) as resp:
-        body = open_body(resp, limit, stall)
+        reader = open_body(resp, limit, stall)
         try:
             while len(out) < limit:
                 want = min(BUFFER, limit - len(out))
-                n = await body.read_into(memoryview(buffer)[:want])
+                n = await reader.read_into(memoryview(buffer)[:want])
                 out += buffer[:n]
                 if n == 0:  # the body ended
                     break
         except BodyError as exc:
             return bytes(out), str(exc)
         finally:
-            body.close()
+            reader.close()
     return bytes(out), None
 
 
@@ -111,6 +117,14 @@ async def test_the_whole_body_arrives(server: Served) -> None:
         assert await read_all(client, state.url, len(BLOB)) == (BLOB, None)
         assert await read_all(client, state.url, len(BLOB)) == (BLOB, None)  # the session goes on
     assert len(state.connections) == 2  # a connection read directly is never pooled
+
+
+async def test_a_slow_body_is_not_a_stalled_one(server: Served) -> None:
+    """Pieces far below the low-water mark, each well within the stall time: all of it arrives."""
+    state, ctx = server
+    state.fault = "trickle"
+    async with session(ctx) as client:
+        assert await read_all(client, state.url, TRICKLE, stall=0.5) == (BLOB[:TRICKLE], None)
 
 
 async def test_reading_stops_at_the_limit(server: Served) -> None:

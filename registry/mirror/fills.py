@@ -7,15 +7,19 @@ for 30 s; with the same layout every part it asks for is being filled from its f
 part waits behind the others, and the upstream still sends each byte exactly once. A reader of
 any other range simply waits for the segment that covers it (no extra upstream range fetch).
 
-Progress (bytes done per segment) is saved in the `fills` table once a second, after the partial
-file is fdatasync'ed, so after kill -9 the next request resumes every segment where it stopped.
-(A table rather than ollama's `-partial-N` sidecar files: one transaction per checkpoint, and
-prune and status can list fills with a query.) While bytes arrive, a hasher follows the
-contiguous prefix in order, so little is left to hash when the last byte lands. The blob becomes
-`verified` only once the whole file hashes to its digest; then it is renamed to its final name
-and recorded in the catalogue. A mismatch moves the partial file to `quarantine/`, fails every
-waiting reader and forgets the progress, so the next request fetches from scratch. The fill runs
-in its own task: a client that disconnects does not stop it.
+Each segment's bytes are received straight into buffers its `SegmentWriter` lends (the body is
+read off the connection, `body.py`) and written with one pwrite per MiB into blocks reserved a
+little ahead; readers waiting for a byte are woken when a write covers it, not per packet.
+Progress (bytes done per segment) is saved in the `fills` table once a second, after the
+partial file is fdatasync'ed, so after kill -9 the next request resumes every segment where it
+stopped. (A table rather than ollama's `-partial-N` sidecar files: one transaction per
+checkpoint, and prune and status can list fills with a query.) While bytes arrive, a hasher
+follows the contiguous prefix in order, reading it back in runs of 8 MiB, so little is left to
+hash when the last byte lands. The blob becomes `verified` only once the whole file hashes to
+its digest; then it is renamed to its final name and recorded in the catalogue. A mismatch
+moves the partial file to `quarantine/`, fails every waiting reader and forgets the progress,
+so the next request fetches from scratch. The fill runs in its own task: a client that
+disconnects does not stop it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.egress.gate import EgressRefused
+from registry.mirror.segment_writer import SegmentWriter
 from registry.mirror.upstream import BlobSource, Upstream, UpstreamError
 from registry.model.names import Digest
 from registry.storage.catalog import Catalog
@@ -50,7 +55,9 @@ SEGMENTS = 16  # ollama's numDownloadParts: also the number of segments fetched 
 MIN_SEGMENT = 100_000_000  # ollama's minDownloadPartSize (decimal MB)
 MAX_SEGMENT = 1_000_000_000  # ollama's maxDownloadPartSize
 FLUSH_INTERVAL = 1.0  # seconds between progress checkpoints
-HASH_CHUNK = 1024 * 1024  # one reused buffer per hashing call: no allocation per chunk
+BUFFER_SIZE = 1024 * 1024  # a segment's receive buffer, so its writes: measured cheapest (4 MiB cost more CPU)
+HASH_CHUNK = 1024 * 1024  # the hasher's one read buffer
+HASH_STEP = 8 * 1024 * 1024  # the hasher waits for runs this long: a thread hop per 8 MiB, not per write
 DISK_HEADROOM = 8 * 1024 * 1024  # left free beside the blobs: the catalogue's journal must always fit
 
 
@@ -108,7 +115,9 @@ class Fill:
         self.finished = False
         self.error: FillError | None = None
         self.dirty = False
-        self._changed = asyncio.Event()
+        self.writers: set[SegmentWriter] = set()  # the segments being written now
+        self._changed = asyncio.Event()  # state changes: flowing, finished
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (position, woken once a byte is there)
         self._clock: tuple[float, int] | None = None  # (monotonic time, bytes on disk) when the transfer began
 
     @property
@@ -118,6 +127,12 @@ class Fill:
     @property
     def completed(self) -> int:
         return self.size if self.verified else sum(s.done for s in self.segments)
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes still to be written that the disk has not set aside yet (the writers reserve
+        blocks a little ahead of their writes)."""
+        return self.size - self.completed - sum(writer.ahead for writer in self.writers)
 
     @property
     def verified(self) -> bool:
@@ -153,13 +168,14 @@ class Fill:
     async def wait_for(self, pos: int) -> int:
         """Wait until a byte at `pos` is present; return the end of the present run. Raises FillError."""
         while True:
-            changed = self._changed
             if self.error is not None:
                 raise self.error
             end = self.available(pos)
             if end > pos or self.verified:
                 return end
-            await changed.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append((pos, waiter))
+            await waiter
 
     async def wait_started(self) -> None:
         """Wait until upstream delivers bytes (or they are already on disk); raises FillError."""
@@ -179,8 +195,30 @@ class Fill:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def written(self, seg: Segment, n: int) -> None:
+        """`n` more bytes of `seg` are on disk: wake exactly the readers waiting for one of them."""
+        seg.done += n
+        self.dirty = True
+        if not self.flowing:
+            self.flowing = True
+            self.notify()
+        start, end = seg.offset, seg.offset + seg.done
+        waiting = []
+        for pos, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if start <= pos < end:
+                waiter.set_result(None)
+            else:
+                waiting.append((pos, waiter))
+        self._waiters = waiting
+
     def finish(self, error: FillError | None = None) -> None:
         self.finished, self.error = True, error
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters = []
         self.notify()
 
 
@@ -202,8 +240,9 @@ class InFlight:
         return list(self._fills)
 
     def unwritten_bytes(self, besides: Fill | None = None) -> int:
-        """Bytes the running fills (but `besides`) still have to write: disk space already spoken for."""
-        return sum(fill.size - fill.completed for fill in self._fills.values() if fill is not besides)
+        """Bytes the running fills (but `besides`) still have to write beyond the blocks they hold
+        reserved: disk space spoken for that the filesystem still counts as free."""
+        return sum(fill.unwritten for fill in self._fills.values() if fill is not besides)
 
     def add(self, fill: Fill) -> None:
         self._fills[fill.digest] = fill
@@ -227,6 +266,7 @@ class Fills:
         *,
         min_segment: int = MIN_SEGMENT,
         flush_interval: float = FLUSH_INTERVAL,
+        buffer_size: int = BUFFER_SIZE,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -236,6 +276,7 @@ class Fills:
         self.make_room = make_room  # one prune, awaited when a fill would not fit on the disk
         self.min_segment = min_segment
         self.flush_interval = flush_interval
+        self.buffer_size = buffer_size
         self._tasks: set[asyncio.Task[None]] = set()
         self.verification_failures = 0  # fills whose bytes did not hash to their digest (/metrics)
 
@@ -371,21 +412,25 @@ class Fills:
                 checkpoints.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await checkpoints
-                try:
-                    await asyncio.shield(self._checkpoint(fill, fd))
-                except Exception as exc:  # never hide why the transfer stopped (a full disk fails both)
-                    log.warning("could not save the progress of %s: %s", fill.digest.short, exc)
+                if not all(seg.complete for seg in fill.segments):  # complete: publishing fsyncs it instead
+                    try:
+                        await asyncio.shield(self._checkpoint(fill, fd))
+                    except Exception as exc:  # never hide why the transfer stopped (a full disk fails both)
+                        log.warning("could not save the progress of %s: %s", fill.digest.short, exc)
         finally:
             await asyncio.to_thread(os.close, fd)
 
     async def _fill_segment(self, fill: Fill, seg: Segment, fd: int, slots: asyncio.Semaphore) -> None:
-        async def sink(chunks: list[bytes]) -> None:
-            seg.done += await asyncio.to_thread(_pwrite_all, fd, chunks, seg.offset + seg.done)
-            fill.dirty = fill.flowing = True
-            fill.notify()
-
         async with slots:
-            await self.upstream.fetch_range(fill.source, seg.offset + seg.done, seg.end, sink)
+            start = seg.offset + seg.done
+            writer = SegmentWriter(fd, start, seg.end, self.buffer_size, lambda n: fill.written(seg, n))
+            fill.writers.add(writer)
+            try:
+                await self.upstream.fetch_range(fill.source, start, seg.end, writer)
+                await writer.drain()
+            finally:
+                await writer.settle()  # the file is closed after the segments: no write may outlive it
+                fill.writers.discard(writer)
 
     async def _checkpoint_loop(self, fill: Fill, fd: int) -> None:
         while True:
@@ -446,24 +491,41 @@ class Fills:
 
 
 async def _hash_in_order(fill: Fill) -> Digest:
-    """sha256 of the partial file, following the contiguous prefix as the segments fill it."""
+    """sha256 of the partial file, following the contiguous prefix as the segments fill it, in
+    runs of HASH_STEP (the rest of the blob at the end).
+
+    Its own file handle, closed only once no hashing thread uses it: a cancelled hasher's thread
+    may still be running after the fill ends.
+    """
     h = hashlib.sha256()
-    pos = 0
-    while pos < fill.size:
-        end = await fill.wait_for(pos)
-        await asyncio.to_thread(_hash_range, fill.path, h, pos, end)
-        pos = end
-    return Digest(h.hexdigest())
-
-
-def _hash_range(path: Path, h: hashlib._Hash, start: int, end: int) -> None:
-    """Its own file handle: a cancelled hasher's thread may still be running after the fill ends."""
     buffer = memoryview(bytearray(HASH_CHUNK))
-    with open(path, "rb", buffering=0) as f:
-        f.seek(start)
-        while start < end and (n := f.readinto(buffer[: min(HASH_CHUNK, end - start)])):
-            h.update(buffer[:n])
-            start += n
+    fd = await asyncio.to_thread(os.open, fill.path, os.O_RDONLY)
+    hashing: asyncio.Future[None] | None = None
+    try:
+        pos = 0
+        while pos < fill.size:
+            end = await fill.wait_for(pos)
+            if end - pos < HASH_STEP and end < fill.size:
+                await fill.wait_for(min(pos + HASH_STEP, fill.size) - 1)
+                end = fill.available(pos)
+            hashing = asyncio.get_running_loop().run_in_executor(None, _hash_range, fd, buffer, h, pos, end)
+            await asyncio.shield(hashing)
+            pos = end
+        return Digest(h.hexdigest())
+    finally:
+        if hashing is None or hashing.done():
+            os.close(fd)
+        else:
+            hashing.add_done_callback(lambda _: os.close(fd))
+
+
+def _hash_range(fd: int, buffer: memoryview, h: hashlib._Hash, start: int, end: int) -> None:
+    while start < end:
+        n = os.preadv(fd, [buffer[: min(len(buffer), end - start)]], start)
+        if n == 0:
+            raise FillError(f"the partial file ended at {start} of {end} bytes")
+        h.update(buffer[:n])
+        start += n
 
 
 def _encode(segments: list[Segment]) -> str:
@@ -513,14 +575,3 @@ def _allocate(path: Path, size: int) -> None:
     finally:
         os.close(fd)
 
-
-def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> int:
-    """Write consecutive chunks at `offset` (no joining copy); returns the byte count."""
-    total = sum(len(c) for c in chunks)
-    written = os.pwritev(fd, chunks, offset)
-    if written < total:  # a short write (rare: signals, quotas): finish the rest piecewise
-        rest = memoryview(b"".join(chunks))[written:]
-        while rest:
-            n = os.pwrite(fd, rest, offset + written)
-            rest, written = rest[n:], written + n
-    return total

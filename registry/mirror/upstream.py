@@ -13,10 +13,12 @@ One session for the whole process, made by the egress gate (`registry.egress`). 
   because registry.ollama.ai gates models by client version (412 with a readable body, which is
   passed through as `Refused`).
 * Blob bytes: the registry's blob URL is resolved once per blob (307 → data URL, or the registry
-  serves it itself) and ranges are read from there. A broken connection, a short body or a stall
-  (no byte for `stall` seconds, ollama's 30 s) resumes with `Range` from the last byte received;
-  a data URL that starts refusing (an expired presigned URL: 400/401/403/404/410) is dropped and
-  re-resolved. Failures back off exponentially; attempts that made progress do not count.
+  serves it itself) and ranges are read from there, straight into the buffers the fill lends
+  (`Sink`; `body.open_body` reads the body off the connection once the headers are checked).
+  A broken connection, a short body or a stall (no byte for `stall` seconds, ollama's 30 s)
+  resumes with `Range` from the last byte received; a data URL that starts refusing (an expired
+  presigned URL: 400/401/403/404/410) is dropped and re-resolved. Failures back off
+  exponentially; attempts that made progress do not count.
 * Every attempt's outcome (an answer, or a failure worth retrying) goes to `health`
   (`mirror.health`), which the status page and /metrics show.
 * A 401 with a Bearer challenge gets a token signed with corral's ed25519 key exactly as ollama
@@ -36,7 +38,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -46,6 +48,7 @@ from registry import __version__
 from registry.auth.token_client import Challenge, TokenError, fetch_token, parse_challenge
 from registry.config import Settings
 from registry.egress.gate import Egress
+from registry.mirror.body import BodyError, describe, open_body
 from registry.mirror.health import UpstreamHealth
 from registry.model.names import DEFAULT_HOST, Digest, ModelName
 from registry.web.errors import registry_reason
@@ -60,7 +63,20 @@ _EXPIRED_DATA_URL = (400, 401, 403, 404, 410)
 _GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 T = TypeVar("T")
-Sink = Callable[[list[bytes]], Awaitable[None]]  # consecutive chunks, written with one pwritev
+
+
+class Sink(Protocol):
+    """Where a range's bytes go. It lends the buffers they are received into, so that no byte
+    is copied in Python on its way from the socket to the disk."""
+
+    async def buffer(self) -> bytearray:
+        """A free buffer to receive into (waits while every buffer is busy)."""
+        ...
+
+    async def deliver(self, buffer: bytearray, n: int) -> None:
+        """`buffer`'s first `n` bytes (possibly none) are the range's next bytes; the buffer is the
+        sink's again."""
+        ...
 
 
 def default_user_agent() -> str:
@@ -144,7 +160,6 @@ class Policy:
     blob_attempts: int = 6  # ollama's maxRetries per part; attempts with progress are free
     backoff: float = 0.5
     max_backoff: float = 16.0
-    batch: int = 1024 * 1024  # bytes handed to the sink at once: one disk write per MiB, not per packet
 
     def delay(self, failures: int) -> float:
         return min(self.backoff * 2 ** (failures - 1), self.max_backoff)
@@ -159,6 +174,10 @@ class RateLimit:
         self._clock = 0.0
         self.taken = 0  # every blob byte from upstream passes here: /metrics reports it
 
+    def quantum(self, buffer: int) -> int:
+        """Bytes to receive between two takes: a whole buffer, unless that exceeds the burst."""
+        return buffer if self.rate <= 0 else max(min(buffer, int(self.rate * self.burst)), 64 * 1024)
+
     async def take(self, n: int) -> None:
         self.taken += n
         if self.rate <= 0:
@@ -172,11 +191,6 @@ class RateLimit:
 @dataclass
 class _Cursor:
     pos: int
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
 class Upstream:
@@ -239,7 +253,7 @@ class Upstream:
                     async with asyncio.timeout(self.policy.stall):
                         body = await _read_body(resp, MAX_MANIFEST_BYTES + 1)
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    raise _Transient(_describe(exc)) from exc
+                    raise _Transient(describe(exc)) from exc
                 if len(body) > MAX_MANIFEST_BYTES:
                     raise Unavailable(endpoint.base, f"{url}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
                 return body
@@ -323,39 +337,24 @@ class Upstream:
         raise AssertionError("unreachable")
 
     async def _pump(self, resp: aiohttp.ClientResponse, cursor: _Cursor, end: int, sink: Sink) -> None:
-        """Copy the body into `sink` in batches; a failure keeps every byte already read."""
-        pending: list[bytes] = []
-        size = 0
-        failure: _Transient | None = None
-        while cursor.pos + size < end:
-            try:
-                async with asyncio.timeout(self.policy.stall):
-                    # readchunk hands over aiohttp's buffers one by one; readany would join them (a copy)
-                    chunk, end_of_http_chunk = await resp.content.readchunk()
-            except TimeoutError:
-                failure = _Transient(f"no data for {self.policy.stall:g}s (stalled)")
-                break
-            except (aiohttp.ClientError, OSError) as exc:
-                failure = _Transient(_describe(exc))
-                break
-            if not chunk:
-                if end_of_http_chunk:
-                    continue  # a chunked-encoding boundary, not the end of the body
-                failure = _Transient(f"connection closed {end - cursor.pos - size} bytes early")
-                break
-            chunk = chunk[: end - cursor.pos - size]
-            pending.append(chunk)
-            size += len(chunk)
-            await self.rate.take(len(chunk))
-            if size >= self.policy.batch:
-                await sink(pending)
-                cursor.pos += size
-                pending, size = [], 0
-        if pending:
-            await sink(pending)
-            cursor.pos += size
-        if failure is not None:
-            raise failure
+        """Receive the body into the sink's buffers; a failure keeps every byte already received."""
+        body = open_body(resp, end - cursor.pos, self.policy.stall)
+        try:
+            while cursor.pos < end:
+                buffer = await sink.buffer()
+                want = min(len(buffer), end - cursor.pos, self.rate.quantum(len(buffer)))
+                try:
+                    n = await body.read_into(memoryview(buffer)[:want])
+                except BodyError as exc:
+                    await sink.deliver(buffer, 0)
+                    raise _Transient(str(exc)) from None
+                await self.rate.take(n)
+                await sink.deliver(buffer, n)
+                cursor.pos += n
+                if n < want:
+                    raise _Transient(f"connection closed {end - cursor.pos} bytes early")
+        finally:
+            body.close()
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -424,7 +423,7 @@ class Upstream:
         except TimeoutError as exc:
             raise _Transient(f"token request: no response within {self.policy.request:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise _Transient(f"token request: {_describe(exc)}") from exc
+            raise _Transient(f"token request: {describe(exc)}") from exc
 
     async def _data(self, method: str, url: str, user_agent: str,
                     headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
@@ -441,7 +440,7 @@ class Upstream:
         except TimeoutError as exc:
             raise _Transient(f"no response within {self.policy.request:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise _Transient(_describe(exc)) from exc
+            raise _Transient(describe(exc)) from exc
 
     async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
         """Turn a non-success status into _Transient (5xx, 429, 408) or Refused (other 4xx)."""

@@ -16,8 +16,9 @@ from registry.server.services import SERVICES, Services
 
 # Stalls, retries and backoff shrunk so fault tests take milliseconds, not ollama's 30 s.
 FAST_POLICY = Policy(connect=2.0, request=5.0, stall=0.5, request_attempts=2, blob_attempts=4,
-                     backoff=0.02, max_backoff=0.1, batch=16 * 1024)
+                     backoff=0.02, max_backoff=0.1)
 SMALL_SEGMENT = 64 * 1024  # so test blobs of a few hundred KB fill as several concurrent segments
+SMALL_BUFFER = 16 * 1024  # so each segment is written in several pieces, readers woken between them
 
 
 def mirror_settings(root: Path, upstream: str, **env: str) -> Settings:
@@ -35,6 +36,7 @@ def tune(services: Services, *, min_segment: int = SMALL_SEGMENT) -> None:
     services.upstream.policy = FAST_POLICY
     services.fills.min_segment = min_segment
     services.fills.flush_interval = 0.05
+    services.fills.buffer_size = SMALL_BUFFER
 
 
 async def mirror_client(aiohttp_client: Callable[..., Awaitable[TestClient]], root: Path, upstream: str,

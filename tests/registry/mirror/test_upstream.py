@@ -44,14 +44,23 @@ def source(registry: FakeOllamaRegistry, upstream: Upstream, data: bytes) -> Blo
     return BlobSource(upstream.default, "library/m", digest, default_user_agent())
 
 
+class Collect:
+    """A sink keeping every byte, with small buffers so that a blob takes many of them."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    async def buffer(self) -> bytearray:
+        return bytearray(16 * 1024)
+
+    async def deliver(self, buffer: bytearray, n: int) -> None:
+        self.out += buffer[:n]
+
+
 async def fetch_all(upstream: Upstream, src: BlobSource, size: int) -> bytes:
-    out = bytearray()
-
-    async def sink(chunks: list[bytes]) -> None:
-        out.extend(b"".join(chunks))
-
+    sink = Collect()
     await upstream.fetch_range(src, 0, size, sink)
-    return bytes(out)
+    return bytes(sink.out)
 
 
 def test_names_resolve_to_allowed_registries_only(upstream: Upstream, fake_registry: FakeOllamaRegistry) -> None:

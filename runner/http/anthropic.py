@@ -10,7 +10,6 @@ rest of /v1 answers in; one after the stream started is an `error` event.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -25,14 +24,11 @@ from runner.http.anthropic_wire import (
 )
 from runner.http.ollama import cancel_on_disconnect
 from runner.http.streaming import (
+    answer_chat,
     answer_in_dialect,
-    first_chunk,
     json_response,
-    named_event,
-    remaining_chunks,
-    write_events,
 )
-from runner.service import RunnerService, collect_chat
+from runner.service import RunnerService
 
 PATH = "/v1/messages"
 
@@ -65,16 +61,5 @@ class AnthropicRoutes:
         plan = messages_plan(decode_body(await request.read()))
         message_id = new_message_id()
         chunks = self.service.chat(plan.request, force_tools=plan.force_tools, relax_think=True, report_stop=True)
-        async with contextlib.aclosing(chunks):
-            first = await first_chunk(chunks)
-            if not plan.stream:
-                result = collect_chat([first, *await remaining_chunks(chunks)])
-                return json_response(to_message(plan, message_id, result))
-            stream = MessagesStream(plan, message_id)
-            return await write_events(
-                request,
-                first,
-                chunks,
-                lambda chunk: [named_event(*event) for event in stream.feed(chunk)],
-                lambda exc: [named_event(*event) for event in stream.fail(exc.status, exc.message)],
-            )
+        return await answer_chat(request, chunks, plan.stream, lambda result: to_message(plan, message_id, result),
+                                 lambda: MessagesStream(plan, message_id))

@@ -10,15 +10,13 @@ runner.http.openai renders them); one after it started is a `response.failed` ev
 
 from __future__ import annotations
 
-import contextlib
-
 from aiohttp import web
 
 from runner.http.ollama import cancel_on_disconnect
 from runner.http.openai_wire import decode_body
 from runner.http.responses_wire import REQUEST, ResponsesStream, new_response_id, responses_plan, to_response
-from runner.http.streaming import first_chunk, json_response, named_event, remaining_chunks, write_events
-from runner.service import RunnerService, collect_chat
+from runner.http.streaming import answer_chat
+from runner.service import RunnerService
 
 
 class ResponsesRoutes:
@@ -33,16 +31,6 @@ class ResponsesRoutes:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         plan = responses_plan(decode_body(await request.read(), REQUEST))
         response_id = new_response_id()
-        async with contextlib.aclosing(self.service.chat(plan.request, force_tools=plan.force_tools)) as chunks:
-            first = await first_chunk(chunks)
-            if not plan.stream:
-                result = collect_chat([first, *await remaining_chunks(chunks)])
-                return json_response(to_response(plan, response_id, result))
-            stream = ResponsesStream(plan, response_id)
-            return await write_events(
-                request,
-                first,
-                chunks,
-                lambda chunk: [named_event(*event) for event in stream.feed(chunk)],
-                lambda exc: [named_event(*event) for event in stream.fail(exc.status, exc.message)],
-            )
+        chunks = self.service.chat(plan.request, force_tools=plan.force_tools)
+        return await answer_chat(request, chunks, plan.stream, lambda result: to_response(plan, response_id, result),
+                                 lambda: ResponsesStream(plan, response_id))

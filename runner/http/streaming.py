@@ -9,14 +9,16 @@ them); an error after the stream started can only become one more event, in the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from runner.errors import RequestError
+from runner.service import collect_chat
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,30 @@ async def write_events(
             await response.write(end)
     await response.write_eof()
     return response
+
+
+class NamedEvents(Protocol):
+    """An API's stream of named events for one answer (Responses, Anthropic Messages)."""
+
+    def feed(self, chunk: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]: ...
+
+    def fail(self, status: int, message: str) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+async def answer_chat(request: web.Request, chunks: AsyncIterator[Chunk], stream: bool,
+                      whole: Callable[[Chunk], Mapping[str, Any]], events: Callable[[], NamedEvents],
+                      ) -> web.StreamResponse:
+    """One chat answer as the API's single object (`whole` of the collected chunks), or as its
+    named events; the chunks are closed however the answer ends, so the runner stops at once."""
+    async with contextlib.aclosing(chunks):
+        first = await first_chunk(chunks)
+        if not stream:
+            return json_response(whole(collect_chat([first, *await remaining_chunks(chunks)])))
+        named = events()
+        return await write_events(
+            request,
+            first,
+            chunks,
+            lambda chunk: [named_event(*event) for event in named.feed(chunk)],
+            lambda exc: [named_event(*event) for event in named.fail(exc.status, exc.message)],
+        )

@@ -241,7 +241,7 @@ def _bins(points: list[dict[str, Any]], now: float, span: float) -> list[tuple[f
 def _fills(fills: list[dict[str, Any]]) -> str:
     rows = "".join(
         "<tr>"
-        f"<td>{_e(f['model'])}</td>"
+        f"<td>{_e(f['model'])}{_fetched_by(f.get('fetched_by'))}</td>"
         f"<td><code>{_e(f['digest'][7:19])}</code></td>"
         f"<td>{_meter('', 'fill progress', f['completed'], f['size'], [('c-cache', f['completed'])], small=True)}</td>"
         f'<td class="num">{_e(_size(f["completed"]))} of {_e(_size(f["size"]))}</td>'
@@ -257,6 +257,11 @@ def _fills(fills: list[dict[str, Any]]) -> str:
     return f"""<section id="fills" class="wide"><h2>Fills in progress ({len(fills)})</h2>
 {table}
 </section>"""
+
+
+def _fetched_by(node: str | None) -> str:
+    """In a cluster, a fill another node fetches while this one serves its progress."""
+    return f' <span class="legend">(fetched by node {_e(node)})</span>' if node else ""
 
 
 def _nodes(cluster: dict[str, Any] | None, now: float) -> str:

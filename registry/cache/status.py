@@ -143,6 +143,7 @@ class CacheStatus:
             "readers": self.readers.get(fill.digest, 0),
             "speed": speed,  # bytes/s since the transfer began; None in its first second
             "eta": left / speed if speed else None,  # seconds
+            "fetched_by": fill.fetched_by,  # in a cluster, the node fetching it when not this one
         }
 
     def _upstream(self) -> dict[str, Any]:

@@ -36,16 +36,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from registry.egress.gate import EgressRefused
 from registry.mirror.segment_writer import SegmentWriter
 from registry.mirror.upstream import BlobSource, Upstream, UpstreamError
 from registry.model.names import Digest
 from registry.storage.catalog import Catalog
-from registry.storage.db import FillProgress
 from registry.storage.disk import is_disk_full
+from registry.storage.fill_claims import Claim, ClaimLost, FillClaims, FillSource
 from registry.storage.store import QUARANTINE_DIR, BlobStore
 from registry.units import format_byte_size
 
@@ -119,6 +116,7 @@ class Fill:
         self._changed = asyncio.Event()  # state changes: flowing, finished
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (position, woken once a byte is there)
         self._clock: tuple[float, int] | None = None  # (monotonic time, bytes on disk) when the transfer began
+        self.fetched_by: str | None = None  # in a cluster, the other node fetching it while this one follows
 
     @property
     def digest(self) -> Digest:
@@ -213,6 +211,23 @@ class Fill:
                 waiting.append((pos, waiter))
         self._waiters = waiting
 
+    def advance(self, segments: list[Segment]) -> None:
+        """Another node's checkpointed progress (this node follows its fill): take it, and wake
+        the readers waiting for a byte now there."""
+        self.segments = segments
+        if self.completed and not self.flowing:
+            self.flowing = True
+            self.notify()
+        waiting = []
+        for pos, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if self.available(pos) > pos:
+                waiter.set_result(None)
+            else:
+                waiting.append((pos, waiter))
+        self._waiters = waiting
+
     def finish(self, error: FillError | None = None) -> None:
         self.finished, self.error = True, error
         for _, waiter in self._waiters:
@@ -253,13 +268,18 @@ class InFlight:
 
 
 class Fills:
-    """The process-wide registry of fills: `start` joins a running fill or begins one."""
+    """The process-wide registry of fills: `start` joins a running fill or begins one.
+
+    In a cluster, `claims` decides whether this node fetches a blob or follows the node that does
+    (`storage.fill_claims`); a follower serves the bytes that node has checkpointed, and takes the
+    fill over when that node goes silent or stops.
+    """
 
     def __init__(
         self,
         store: BlobStore,
         catalog: Catalog,
-        sessions: async_sessionmaker[AsyncSession],
+        claims: FillClaims,
         upstream: Upstream,
         in_flight: InFlight,
         make_room: Callable[[], Awaitable[None]],
@@ -270,7 +290,7 @@ class Fills:
     ) -> None:
         self.store = store
         self.catalog = catalog
-        self.sessions = sessions
+        self.claims = claims
         self.upstream = upstream
         self.in_flight = in_flight
         self.make_room = make_room  # one prune, awaited when a fill would not fit on the disk
@@ -302,11 +322,17 @@ class Fills:
 
     async def _run(self, fill: Fill) -> None:
         try:
-            if await self.catalog.servable_size(fill.digest) is not None:
-                fill.finish()  # another fill verified it between the caller's check and start()
-                return
-            await self._prepare(fill)
-            await self._verify_and_publish(fill, await self._transfer(fill))
+            while not fill.finished:
+                if await self.catalog.servable_size(fill.digest) is not None:
+                    fill.finish()  # another fill verified it between the caller's check and start()
+                    return
+                claim = await self.claims.take(self._record(fill))
+                if claim is Claim.STORED:
+                    fill.finish()
+                elif claim is Claim.FOLLOWING:
+                    await self._follow(fill)
+                else:
+                    await self._own(fill)
         except asyncio.CancelledError:
             fill.finish(FillError(f"fill of {fill.digest} interrupted: server shutting down"))
             raise
@@ -333,12 +359,51 @@ class Fills:
         finally:
             self.in_flight.remove(fill)
             self.upstream.forget(fill.source)
+            with contextlib.suppress(Exception):  # the row was forgotten, or the catalogue is unreachable
+                await asyncio.shield(self.claims.release(fill.digest))  # another node may resume it now
+
+    def _record(self, fill: Fill) -> FillSource:
+        return FillSource(fill.digest, fill.size, fill.media_type, fill.source.endpoint.base, fill.source.repository)
+
+    async def _own(self, fill: Fill) -> None:
+        """Fetch the blob, resuming from saved progress; back to following if another node took
+        the fill over meanwhile (this node was silent too long)."""
+        fill.fetched_by = None
+        try:
+            await self._prepare(fill)
+            await self._verify_and_publish(fill, await self._transfer(fill))
+        except ClaimLost as exc:
+            log.warning("%s; following it", exc)
+
+    async def _follow(self, fill: Fill) -> None:
+        """Serve another node's fill from the shared partial file as its checkpoints advance, until
+        it ends (published, or given up) or its owner stops or goes silent (then back to `_run`,
+        which takes it over)."""
+        interval = self.flush_interval / 2  # progress changes once per checkpoint: twice as often sees each
+        while True:
+            record = await self.claims.look(fill.digest)
+            if record is None:
+                if await self.catalog.servable_size(fill.digest) is not None:
+                    fill.finish()
+                else:
+                    fill.finish(FillError(f"the fill of {fill.digest} on another node ended without a verified "
+                                          "blob; the next request fetches it again"))
+                return
+            if not record.live:
+                return
+            if fill.fetched_by is None:
+                log.info("following the fill of %s by node %s", fill.digest.short, record.owner_name)
+                fill.start_clock()
+            fill.fetched_by = record.owner_name
+            segments = _parse_segments(record.segments, record.size, fill.size)
+            if segments:
+                fill.advance(segments)
+            await asyncio.sleep(interval)
 
     async def _prepare(self, fill: Fill) -> None:
         """Resume from the saved progress if it still matches the partial file, else start afresh."""
-        async with self.sessions() as s:
-            row = await s.get(FillProgress, str(fill.digest))
-        segments = _saved_segments(row, fill.size) if row is not None else None
+        saved = await self.claims.saved(fill.digest)
+        segments = _parse_segments(saved.segments, saved.size, fill.size) if saved is not None else None
         if segments is not None and await asyncio.to_thread(_has_size, fill.path, fill.size):
             await self._ensure_room(fill, fill.size - sum(seg.done for seg in segments))
             fill.segments = segments
@@ -348,13 +413,8 @@ class Fills:
             await asyncio.to_thread(_allocate, fill.path, fill.size)
             fill.segments = segment_layout(fill.size, self.min_segment)
         fill.start_clock()
-        now = time.time()
-        async with self.sessions.begin() as s:
-            await s.merge(FillProgress(
-                digest=str(fill.digest), size=fill.size, media_type=fill.media_type,
-                source=fill.source.endpoint.base, repository=fill.source.repository,
-                segments=_encode(fill.segments), created_at=row.created_at if row else now, updated_at=now,
-            ))
+        await self.claims.begin(self._record(fill), _encode(fill.segments),
+                                saved.created_at if saved is not None else time.time())
 
     async def _ensure_room(self, fill: Fill, needed: int) -> None:
         """Refuse, before any byte is fetched, a fill the disk cannot hold after a prune: failing
@@ -377,7 +437,7 @@ class Fills:
         """Drop a fill's partial file, then its progress row (SQLite needs the freed room to commit)."""
         await asyncio.to_thread(fill.path.unlink, missing_ok=True)
         try:
-            await self._forget_progress(fill.digest)
+            await self.claims.forget(fill.digest)
         except Exception as exc:
             log.warning("could not forget the progress of %s: %s", fill.digest.short, exc)
 
@@ -415,6 +475,8 @@ class Fills:
                 if not all(seg.complete for seg in fill.segments):  # complete: publishing fsyncs it instead
                     try:
                         await asyncio.shield(self._checkpoint(fill, fd))
+                    except ClaimLost:
+                        pass  # the progress is the new owner's to save
                     except Exception as exc:  # never hide why the transfer stopped (a full disk fails both)
                         log.warning("could not save the progress of %s: %s", fill.digest.short, exc)
         finally:
@@ -438,30 +500,30 @@ class Fills:
             await self._checkpoint(fill, fd)
 
     async def _checkpoint(self, fill: Fill, fd: int) -> None:
-        """Persist progress: the bytes first (fdatasync), then the claim that they are there."""
+        """Persist progress: the bytes first (fdatasync), then the claim that they are there. In a
+        cluster every tick also renews this node's hold on the fill, bytes or not."""
         if not fill.dirty:
+            if self.claims.clustered:
+                await self.claims.save(fill.digest, None)
             return
         fill.dirty = False
         claimed = _encode(fill.segments)
         await asyncio.to_thread(os.fdatasync, fd)
-        async with self.sessions.begin() as s:
-            row = await s.get(FillProgress, str(fill.digest))
-            if row is not None:
-                row.segments, row.updated_at = claimed, time.time()
+        await self.claims.save(fill.digest, claimed)
 
     async def _verify_and_publish(self, fill: Fill, actual: Digest) -> None:
         if actual != fill.digest:
             kept = await asyncio.to_thread(self._quarantine, fill)
             self.verification_failures += 1
-            await self._forget_progress(fill.digest)
+            await self.claims.forget(fill.digest)
             log.error("fill of %s failed verification (got %s); quarantined as %s", fill.digest, actual, kept.name)
             raise DigestMismatch(
                 f"digest mismatch for {fill.digest}: upstream sent {actual}; "
                 "the data was quarantined and will be fetched again on the next request"
             )
-        await asyncio.to_thread(self._publish, fill)
-        await self.catalog.record_blob(fill.digest, fill.size, media_type=fill.media_type)
-        await self._forget_progress(fill.digest)
+        async with self.claims.publishing(fill.digest):
+            await asyncio.to_thread(self._publish, fill)
+            await self.catalog.record_blob(fill.digest, fill.size, media_type=fill.media_type)
         fill.finish()
         log.info("filled %s (%d bytes) from %s", fill.digest.short, fill.size, fill.source.endpoint.base)
 
@@ -484,10 +546,6 @@ class Fills:
         target = qdir / f"{fill.digest.filename}-{secrets.token_hex(4)}"
         os.replace(fill.path, target)
         return target
-
-    async def _forget_progress(self, digest: Digest) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(delete(FillProgress).where(FillProgress.digest == str(digest)))
 
 
 async def _hash_in_order(fill: Fill) -> Digest:
@@ -532,10 +590,10 @@ def _encode(segments: list[Segment]) -> str:
     return json.dumps([[s.offset, s.length, s.done] for s in segments])
 
 
-def _saved_segments(row: FillProgress, size: int) -> list[Segment] | None:
+def _parse_segments(encoded: str, recorded_size: int, size: int) -> list[Segment] | None:
     """The saved layout if it is well-formed and covers exactly [0, size); else None."""
     try:
-        segments = [Segment(int(o), int(n), min(max(int(d), 0), int(n))) for o, n, d in json.loads(row.segments)]
+        segments = [Segment(int(o), int(n), min(max(int(d), 0), int(n))) for o, n, d in json.loads(encoded)]
     except (ValueError, TypeError):
         return None
     offset = 0
@@ -543,7 +601,7 @@ def _saved_segments(row: FillProgress, size: int) -> list[Segment] | None:
         if seg.offset != offset or seg.length <= 0:
             return None
         offset = seg.end
-    return segments if row.size == size and offset == size else None
+    return segments if recorded_size == size and offset == size else None
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -105,10 +105,14 @@ class ProxyContent:
             raise oci_error(exc, blob_unknown(digest)) from None
         if fill.verified:
             return self.local.file_response(digest, request, headers)
+        lease = self.catalog.leases.acquire(digest)  # the blob it becomes is not pruned while still sent
         try:
+            await lease.publish()
             return await fill_response(request, fill, headers)
         except FillError as exc:  # raised only before the response started
             raise oci_error(exc, blob_unknown(digest)) from None
+        finally:
+            lease.release()
 
     async def _fetchable(self, name: ModelName, digest: Digest) -> tuple[int, str]:
         """Size and media type of a blob that may come from upstream; BLOB_UNKNOWN for any other.

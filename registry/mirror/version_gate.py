@@ -22,11 +22,12 @@ import re
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.mirror.upstream import Refused
 from registry.model.names import ModelName
-from registry.storage.db import VersionGate
+from registry.storage.db import VersionGate, dialect_insert
 
 Version = tuple[int, int, int]
 _OLLAMA_VERSION = re.compile(r"\bollama/(\d+)\.(\d+)\.(\d+)")
@@ -103,16 +104,22 @@ class VersionGates:
 
     async def passed(self, name: ModelName, version: Version, digest: str) -> None:
         async with self.sessions.begin() as s:
-            row = await s.get(VersionGate, name.key)
-            current = _gate(row) if row is not None else Gate()
-            _store(s, row, name, current.passed_by(version, digest))
+            row = await _locked(s, name)
+            _store(row, _gate(row).passed_by(version, digest))
 
     async def refused(self, name: ModelName, version: Version, refused: Refused) -> None:
         refusal = Refusal(refused.status, refused.body, refused.content_type)
         async with self.sessions.begin() as s:
-            row = await s.get(VersionGate, name.key)
-            current = _gate(row) if row is not None else Gate()
-            _store(s, row, name, current.refused_for(version, refusal))
+            row = await _locked(s, name)
+            _store(row, _gate(row).refused_for(version, refusal))
+
+
+async def _locked(s: AsyncSession, name: ModelName) -> VersionGate:
+    """The tag's row, created empty if missing, locked until the transaction ends: many clients
+    (on several nodes) pulling one tag at once each update it, and every update reads it first."""
+    await s.execute(dialect_insert(s, VersionGate).values(name_key=name.key, updated_at=time.time())
+                    .on_conflict_do_nothing())
+    return (await s.execute(select(VersionGate).where(VersionGate.name_key == name.key).with_for_update())).scalar_one()
 
 
 def _text(version: Version | None) -> str | None:
@@ -133,7 +140,7 @@ def _gate(row: VersionGate) -> Gate:
     return Gate(row.manifest_digest, _version(row.passed_version), _version(row.refused_version), refusal)
 
 
-def _store(s: AsyncSession, row: VersionGate | None, name: ModelName, gate: Gate) -> None:
+def _store(row: VersionGate, gate: Gate) -> None:
     values = {
         "manifest_digest": gate.manifest_digest,
         "passed_version": _text(gate.passed),
@@ -143,8 +150,5 @@ def _store(s: AsyncSession, row: VersionGate | None, name: ModelName, gate: Gate
         "refused_type": gate.refusal.content_type if gate.refusal else None,
         "updated_at": time.time(),
     }
-    if row is None:
-        s.add(VersionGate(name_key=name.key, **values))
-    else:
-        for key, value in values.items():
-            setattr(row, key, value)
+    for key, value in values.items():
+        setattr(row, key, value)

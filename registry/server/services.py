@@ -27,7 +27,7 @@ from registry.cache.scrub import Scrubber
 from registry.config import Settings
 from registry.egress.gate import Egress, environment_proxies
 from registry.mirror.content import LocalContent
-from registry.mirror.fills import Fills, InFlight
+from registry.mirror.fills import FLUSH_INTERVAL, Fills, InFlight
 from registry.mirror.keepwarm import KeepWarm
 from registry.mirror.manifest_cache import ManifestCache
 from registry.mirror.proxy import ProxyContent
@@ -42,8 +42,10 @@ from registry.storage.cluster_uploads import ClusterUploadStore
 from registry.storage.contents import ModelReader
 from registry.storage.db import make_engine, make_sessionmaker
 from registry.storage.duty import DutyLock
+from registry.storage.fill_claims import FillClaims
 from registry.storage.leases import Leases
 from registry.storage.nodes import NodeRecord
+from registry.storage.owner import STALE_HEARTBEATS
 from registry.storage.ownership import Ownership
 from registry.storage.reconcile import CLUSTER_GRACE
 from registry.storage.store import BlobStore
@@ -124,7 +126,7 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
     runner = make_runner(settings, catalog, model_reader)
     in_flight = InFlight()
     pruner = Pruner(settings, catalog, in_flight, runner.loaded_paths, counters)
-    fills = Fills(store, catalog, sessions, upstream, in_flight, pruner.run_to_end)
+    fills = Fills(store, catalog, _fill_claims(settings, sessions, ownership), upstream, in_flight, pruner.run_to_end)
     puller = Puller(upstream, manifests, fills, catalog, noprune=settings.noprune)
     local = LocalContent(catalog, counters.served_hit)
     lifecycle = Lifecycle(
@@ -160,6 +162,14 @@ async def _build(settings: Settings, ownership: Ownership) -> Services:
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def _fill_claims(settings: Settings, sessions: async_sessionmaker[AsyncSession], ownership: Ownership) -> FillClaims:
+    """A node of a cluster fetches a blob only when no other live node does; one counts as gone
+    when it missed as many heartbeats (its own, or its fill's checkpoint ticks) as a node does."""
+    if ownership.node is None:
+        return FillClaims(sessions)
+    return FillClaims(sessions, ownership.node.id, STALE_HEARTBEATS * max(FLUSH_INTERVAL, settings.owner_heartbeat))
 
 
 def _upload_store(settings: Settings, sessions: async_sessionmaker[AsyncSession], ownership: Ownership) -> UploadStore:

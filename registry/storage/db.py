@@ -133,6 +133,10 @@ class FillProgress(Base):
     segments: Mapped[str] = mapped_column(Text)  # JSON [[offset, length, done], ...]
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # In a cluster (`storage.fill_claims`): the node fetching the blob, and when it last said so.
+    # A single server leaves both empty: its fills are its own.
+    owner: Mapped[str | None] = mapped_column(String(32))
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
 
 
 class VersionGate(Base):

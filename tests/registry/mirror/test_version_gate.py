@@ -3,16 +3,20 @@ upstream gave, not a model it cannot load, across restarts and offline."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from registry.mirror.version_gate import Gate, Refusal, Verdict, client_version
+from registry.mirror.version_gate import Gate, Refusal, Verdict, VersionGates, client_version
+from registry.model.names import ModelName
+from registry.storage.db import make_engine, make_sessionmaker, upgrade_database
 from tests.support.fake_ollama_registry import GATE_MESSAGE, FakeOllamaRegistry
 from tests.support.legacy_pull import LegacyPuller, PullError
 from tests.support.mirror import mirror_client, model_layers
+from tests.support.postgres import both_databases
 
 Client = Callable[..., Awaitable[TestClient]]
 PATH = "/v2/library/m/manifests/latest"
@@ -86,3 +90,19 @@ async def test_clients_without_a_version_are_left_to_the_ttl(aiohttp_client: Cli
     fake_registry.min_version = (9, 0, 0)
     anonymous = await mirror.get(PATH, headers={"User-Agent": "curl/8.0"})
     assert await anonymous.read() == raw and len(fake_registry.registry_requests("manifests")) == 1
+
+
+@both_databases
+async def test_many_clients_recording_one_tags_gate_at_once_all_succeed(database_url: str) -> None:
+    """Eight clients (of several nodes, in a cluster) pull one tag at once and each records what the
+    upstream answered it: every update lands on the one row, none fails on its primary key."""
+    await upgrade_database(database_url)
+    engine = make_engine(database_url)
+    try:
+        gates = VersionGates(make_sessionmaker(engine))
+        name = ModelName.parse("gated")
+        versions = [(0, 5, n) for n in range(8)]
+        await asyncio.gather(*(gates.passed(name, version, "sha256:" + "1" * 64) for version in versions))
+        assert await gates.get(name) == Gate("sha256:" + "1" * 64, passed=(0, 5, 0))
+    finally:
+        await engine.dispose()

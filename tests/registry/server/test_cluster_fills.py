@@ -152,6 +152,7 @@ def test_kill_9_of_the_owner_mid_fill_another_node_resumes_from_its_checkpoint(
     wait_until(lambda: (fill_of(b, digest) or {}).get("completed", 0) >= 4 * MB)
     followed = fill_of(b, digest)
     assert followed["fetched_by"] == "a"
+    assert "(fetched by node a)" in httpx.get(f"{b.url}/corral", timeout=30).text
     assert on_b.received > 0  # b's client is being served while a fetches
 
     a.stop(signal.SIGKILL)

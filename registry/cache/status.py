@@ -26,7 +26,8 @@ from registry.cache.prune import TagInfo, in_use
 from registry.config import Settings
 from registry.mirror.fills import Fill, InFlight
 from registry.mirror.health import Contact, UpstreamHealth
-from registry.model.names import Digest
+from registry.mirror.upstream import Endpoint
+from registry.model.names import DEFAULT_NAMESPACE, Digest
 from registry.storage.catalog import Catalog
 from registry.storage.db import BLOB_QUARANTINED, Blob, Node
 from registry.storage.nodes import NodeRecord
@@ -136,7 +137,7 @@ class CacheStatus:
         speed = fill.speed()
         left = fill.size - fill.completed
         return {
-            "model": f"{fill.source.endpoint.host}/{fill.source.repository}",
+            "model": self._model(fill),
             "digest": str(fill.digest),
             "size": fill.size,
             "completed": fill.completed,
@@ -145,6 +146,15 @@ class CacheStatus:
             "eta": left / speed if speed else None,  # seconds
             "fetched_by": fill.fetched_by,  # in a cluster, the node fetching it when not this one
         }
+
+    def _model(self, fill: Fill) -> str:
+        """The model a fill is for, named as the catalogue and `corral list` name it: the upstream's
+        repositories are registry.ollama.ai's models (whatever CORRAL_UPSTREAM is), shown without
+        the default host and namespace as ollama does. (A blob has no tag: none is shown.)"""
+        if fill.source.endpoint != Endpoint(self.settings.upstream):
+            return f"{fill.source.endpoint.host}/{fill.source.repository}"
+        namespace, _, model = fill.source.repository.rpartition("/")
+        return model if namespace.lower() == DEFAULT_NAMESPACE else fill.source.repository
 
     def _upstream(self) -> dict[str, Any]:
         """The configured upstream first (listed before any contact), then every other registry reached."""

@@ -88,7 +88,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
         while not any(fill["speed"] for fill in httpx.get(server.url + "/api/corral/status").json()["fills"]):
             assert time.monotonic() < deadline, "the fill's speed never showed"
             time.sleep(0.2)  # a speed is shown from the fill's second second on
-        yield Watched(server, registry, model, served, served_bytes, f"{registry.host}/library/huge")
+        yield Watched(server, registry, model, served, served_bytes, "huge")  # as `corral list` names it
     finally:
         if server is not None:
             server.stop()

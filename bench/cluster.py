@@ -90,10 +90,13 @@ def parts_digest(folder: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def mismatched_clients(into: Path, clients: int, failed: dict[int, str]) -> list[int]:
-    """Clients that got every blob (fan_out checked the sizes) but not every blob hashes to its digest."""
-    return [i for i in range(clients) if i not in failed
-            and not all(parts_digest(blob) == blob.name for blob in (into / str(i)).iterdir())]
+def mismatches(into: Path, clients: int, failed: dict[int, str]) -> dict[int, list[str]]:
+    """The blobs (short digests) whose bytes do not hash to their digest, for each client that got
+    every blob (fan_out checked the sizes) and has such a blob."""
+    wrong = {i: [blob.name.removeprefix("sha256:")[:12] for blob in sorted((into / str(i)).iterdir())
+                 if parts_digest(blob) != blob.name]
+             for i in range(clients) if i not in failed}
+    return {i: blobs for i, blobs in wrong.items() if blobs}
 
 
 def errors_logged(node: ServerProcess, most: int = 3) -> list[str]:
@@ -126,8 +129,8 @@ def cold_run(root: Path, postgres: PostgresServer, s: Setup, names: tuple[str, .
         cpu = {name: used - before_cpu[name] for name, used in node_cpu(nodes).items()}
         sent = s.upstream.blob_bytes_sent(s.digest) - before_sent
         rss = {name: peak_rss(node.process.pid) for name, node in nodes.items()}
-        for i in mismatched_clients(root / "clients", clients, failed):
-            failed[i] = "finished, but its bytes do not hash to the digest"
+        for i, blobs in mismatches(root / "clients", clients, failed).items():
+            failed[i] = f"finished, but the bytes it got of {', '.join(blobs)} do not hash to the digest"
         errors = {name: errors_logged(node) for name, node in nodes.items()} if failed else {}
     served = spread(names, clients)
     failures = [f"node {names[i % len(names)]}: {error.split(': ', 1)[-1]}" for i, error in sorted(failed.items())]
@@ -157,7 +160,8 @@ def report_cold(case: str, names: tuple[str, ...], runs: list[ColdRun], s: Setup
     clean = [run for run in runs if not run.failures]
     timed = clean or runs
     seconds = statistics.median(run.seconds for run in timed)
-    which = f"median of {len(clean)} runs without failures" if clean else "every run had failures: median of all"
+    which = (f"median of {len(clean)} run{'s' * (len(clean) > 1)} without failures" if clean
+             else "every run had failures: median of all")
     copies = ", ".join(f"{run.upstream_copies:.3f}" for run in runs)
     verified = ", ".join(f"{run.verified}/{clients}" for run in runs)
     print(f"  {case} ({' + '.join(str(n) for n in spread(names, clients).values())} clients): upstream sent {copies} "

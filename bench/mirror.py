@@ -87,18 +87,22 @@ def corral(root: Path, upstream: str) -> ServerProcess:
     return start_server(root, extra_env={"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": upstream})
 
 
-def curl(url: str, byte_range: tuple[int, int] | None = None) -> subprocess.Popen:
-    args = ["curl", "-sS", "-f", "-o", "/dev/null", "-A", "Go-http-client/1.1", "-w", "%{size_download}", url]
+def curl(url: str, byte_range: tuple[int, int] | None = None, output: Path | str = "/dev/null") -> subprocess.Popen:
+    args = ["curl", "-sS", "-f", "-o", str(output), "-A", "Go-http-client/1.1", "-w", "%{size_download}", url]
     if byte_range is not None:
         args += ["-r", f"{byte_range[0]}-{byte_range[0] + byte_range[1] - 1}"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def fetch(url: str, size: int, shape: str) -> float:
-    """Seconds to download a blob of `size` bytes from `url` in the given client shape."""
+def fetch(url: str, size: int, shape: str, into: Path | None = None) -> float:
+    """Seconds to download a blob of `size` bytes from `url` in the given client shape. With `into`,
+    the parts are kept there in order (part-000, part-001, …) for a sha256 check afterwards, as
+    ollama writes its parts to disk before it hashes them; otherwise they are discarded."""
     start = time.perf_counter()
     parts = [None] if shape == "single" else part_ranges(size)
-    procs = [curl(url, part) for part in parts]
+    if into is not None:
+        into.mkdir(parents=True, exist_ok=True)
+    procs = [curl(url, part, "/dev/null" if into is None else into / f"part-{i:03}") for i, part in enumerate(parts)]
     got = 0
     for proc in procs:
         out, err = proc.communicate()
@@ -339,19 +343,31 @@ def current_rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def fan_out(base: str, s: Setup, clients: int, shape: str) -> float:
-    """`clients` pulls of the model's blobs at once, layer after layer like ollama; wall seconds."""
-    manifest = httpx.get(f"{base}/v2/{s.repository}/manifests/{TAG}", headers={"User-Agent": OLLAMA_UA,
-                         "Accept": "application/vnd.docker.distribution.manifest.v2+json"}, timeout=60).json()
+def fan_out(bases: list[str], s: Setup, clients: int, shape: str, into: Path | None = None,
+            failures: dict[int, str] | None = None) -> float:
+    """`clients` pulls of the model's blobs at once, client i through bases[i % len(bases)], layer
+    after layer like ollama; wall seconds. With `into`, client i keeps each blob's parts in
+    into/<i>/<digest>/ (see `fetch`). A failed download ends the fan-out, or with `failures` only
+    its client, whose error is recorded there."""
+    for base in bases:  # every node is asked for the manifest, as its clients' pulls would
+        manifest = httpx.get(f"{base}/v2/{s.repository}/manifests/{TAG}", headers={"User-Agent": OLLAMA_UA,
+                             "Accept": "application/vnd.docker.distribution.manifest.v2+json"}, timeout=60).json()
     blobs = [(layer["digest"], layer["size"]) for layer in [*manifest["layers"], manifest["config"]]]
 
-    async def one_client() -> None:
-        for digest, size in blobs:  # like ollama: layer after layer, each in parallel parts
-            await asyncio.to_thread(fetch, f"{base}/v2/{s.repository}/blobs/{digest}", size, shape)
+    async def one_client(i: int) -> None:
+        base = bases[i % len(bases)]
+        try:
+            for digest, size in blobs:  # like ollama: layer after layer, each in parallel parts
+                await asyncio.to_thread(fetch, f"{base}/v2/{s.repository}/blobs/{digest}", size, shape,
+                                        None if into is None else into / str(i) / digest)
+        except RuntimeError as exc:
+            if failures is None:
+                raise
+            failures[i] = str(exc)
 
     async def all_clients() -> float:
         start = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
         return time.perf_counter() - start
 
     return asyncio.run(all_clients())
@@ -363,7 +379,7 @@ def bench_fanout(s: Setup, clients: int) -> None:
     try:
         idle = current_rss(server.process.pid)
         before = s.upstream.blob_bytes_sent()
-        seconds = fan_out(server.url, s, clients, "ollama")
+        seconds = fan_out([server.url], s, clients, "ollama")
         sent = s.upstream.blob_bytes_sent() - before
         peak = peak_rss(server.process.pid)
     finally:
@@ -377,7 +393,7 @@ def bench_fanout(s: Setup, clients: int) -> None:
     proxy = start_registry(s.root / "proxy", proxy_of=s.upstream.url)
     try:
         before = s.upstream.blob_bytes_sent()
-        seconds = fan_out(proxy.url, s, clients, "single")
+        seconds = fan_out([proxy.url], s, clients, "single")
         sent = s.upstream.blob_bytes_sent() - before
         print(f"  docker-registry proxy (plain GETs): upstream sent {format_byte_size(sent)} = "
               f"{sent / s.model_total:.3f} × model size, done in {seconds:.1f}s", flush=True)

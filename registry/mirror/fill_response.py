@@ -3,8 +3,9 @@
 The response has its final status and exact Content-Length from the start (the size is known
 from the manifest), then streams bytes from the partial file as the fill writes them, waiting
 where they have not arrived yet. A response that covers the whole blob (a GET without Range, or
-one range over all of it) holds back its last byte until the digest is verified: a client that
-reads a blob in one piece can never receive a complete-looking copy of unverified data. If the
+one range over all of it) holds back its last byte until the whole blob hashed to its digest: a
+client that reads a blob in one piece can never receive a complete-looking copy of unverified
+data. (It need not wait for the blob's fsync and its place in the catalogue: they follow.) If the
 fill fails, the connection is cut, so the client sees a short body, never a wrong complete one.
 Ranged readers assembling a blob from parts (ollama) verify the sha256 themselves.
 Bytes go out with sendfile as soon as they are on disk: no copy through Python, so many readers
@@ -76,9 +77,9 @@ async def _send(request: web.Request, fill: Fill, file: BinaryIO, start: int, st
     loop = asyncio.get_running_loop()
     pos = start
     while pos < stop:
-        limit = stop - 1 if hold_last and not fill.verified else stop
+        limit = stop - 1 if hold_last and not fill.matched else stop
         if pos >= limit:
-            await fill.wait_finished()
+            await fill.wait_matched()
             continue
         end = min(await fill.wait_for(pos), limit)
         transport = request.transport

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from registry.auth.certs import create_certificates
+from registry.mirror import body
 from registry.mirror.body import BodyError, open_body
 from tests.support.server import free_port
 
@@ -86,16 +89,16 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def read_all(session: aiohttp.ClientSession, url: str, limit: int, stall: float = 5.0,
-                   ) -> tuple[bytes, str | None]:
-    """Read up to `limit` body bytes in BUFFER pieces until a read brings none: the bytes, and the
-    error that stopped them (bytes that came before an error are handed over first)."""
+                   size: int = BUFFER) -> tuple[bytes, str | None]:
+    """Read up to `limit` body bytes in pieces of `size` until a read brings none: the bytes, and
+    the error that stopped them (bytes that came before an error are handed over first)."""
     out = bytearray()
-    buffer = bytearray(BUFFER)
+    buffer = bytearray(size)
     async with session.get(url) as resp:
         reader = open_body(resp, limit, stall)
         try:
             while len(out) < limit:
-                want = min(BUFFER, limit - len(out))
+                want = min(size, limit - len(out))
                 n = await reader.read_into(memoryview(buffer)[:want])
                 out += buffer[:n]
                 if n == 0:  # the body ended
@@ -125,6 +128,45 @@ async def test_a_slow_body_is_not_a_stalled_one(server: Served) -> None:
     state.fault = "trickle"
     async with session(ctx) as client:
         assert await read_all(client, state.url, TRICKLE, stall=0.5) == (BLOB[:TRICKLE], None)
+
+
+async def test_the_tail_of_a_body_under_the_mark_arrives_without_waiting(
+        server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The low-water mark never asks for bytes the body will not send: with the check that drops a
+    mark put off past the stall time, every read (the last, shorter one too, and with TLS holding
+    bytes back) still ends as soon as its bytes are in; the server keeps the connection open."""
+    state, ctx = server
+    monkeypatch.setattr(body, "LOW_WATER_TIME", 1000.0)
+    async with session(ctx) as client, asyncio.timeout(20):  # a mark waited for ends in the 30 s stall
+        assert await read_all(client, state.url, len(BLOB), stall=30, size=1024 * 1024) == (BLOB, None)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the low-water mark is set on Linux only")
+async def test_a_fast_body_is_reported_a_buffer_at_a_time() -> None:
+    """Over plain HTTP the mark asks for what the buffer still lacks (past what aiohttp read with
+    the headers), so the loop wakes once per buffer, not per packet."""
+    marks: list[int] = []
+
+    async def blob(request: web.Request) -> web.Response:
+        return web.Response(body=BLOB)
+
+    app = web.Application()
+    app.router.add_get("/blob", blob)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{port}/blob") as resp:
+            reader = open_body(resp, len(BLOB), 5.0)
+            sock = resp.connection.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            buffer = bytearray(1024 * 1024)  # more than aiohttp reads along with the headers
+            assert await reader.read_into(memoryview(buffer)) == len(buffer)
+            marks.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            reader.close()
+    finally:
+        await runner.cleanup()
+    assert marks[0] > 256 * 1024
 
 
 async def test_reading_stops_at_the_limit(server: Served) -> None:

@@ -43,6 +43,38 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
+async def published_size(mirror: TestClient, digest: Digest) -> int | None:
+    """The blob's size in the catalogue once its fill has published it (a whole-blob response ends
+    as soon as the bytes match the digest; the fsync and the catalogue follow)."""
+    fill = services_of(mirror).fills.in_flight.get(digest)
+    if fill is not None:
+        await fill.wait_finished()
+    return await services_of(mirror).catalog.servable_size(digest)
+
+
+async def test_a_whole_blob_response_ends_once_the_bytes_match_not_once_published(
+        mirror: TestClient, fake_registry: FakeOllamaRegistry) -> None:
+    weights = setup_model(fake_registry)
+    await read_manifest(mirror)
+    digest = Digest.parse(sha(weights))
+    publishing = asyncio.Event()
+    fills = services_of(mirror).fills
+    publish = fills._publish
+
+    def held_publish(fill: object) -> None:  # the fsync and rename, held until the client has its bytes
+        asyncio.run_coroutine_threadsafe(publishing.wait(), loop).result()
+        publish(fill)
+
+    loop = asyncio.get_running_loop()
+    fills._publish = held_publish  # type: ignore[method-assign]
+    async with asyncio.timeout(10):  # a response waiting for the publish would wait for ever
+        resp = await mirror.get(f"/v2/library/m/blobs/{sha(weights)}")
+        assert resp.status == 200 and await resp.read() == weights
+    assert await services_of(mirror).catalog.servable_size(digest) is None
+    publishing.set()
+    assert await published_size(mirror, digest) == SIZE
+
+
 async def test_eight_clients_one_upstream_transfer(mirror: TestClient, fake_registry: FakeOllamaRegistry,
                                                    tmp_path: Path) -> None:
     weights = setup_model(fake_registry)
@@ -112,7 +144,7 @@ async def test_cdn_faults_end_in_a_verified_blob(mirror: TestClient, fake_regist
     await read_manifest(mirror)
     resp = await mirror.get(f"/v2/library/m/blobs/{sha(weights)}")
     assert resp.status == 200 and await resp.read() == weights
-    assert await services_of(mirror).catalog.servable_size(Digest.parse(sha(weights))) == SIZE
+    assert await published_size(mirror, Digest.parse(sha(weights))) == SIZE
 
 
 async def test_corrupt_byte_is_quarantined_never_served_then_fetched_again(
@@ -133,7 +165,7 @@ async def test_corrupt_byte_is_quarantined_never_served_then_fetched_again(
     assert not services.store.partial_path(digest).exists()
     again = await mirror.get(path)
     assert again.status == 200 and await again.read() == weights
-    assert await services.catalog.servable_size(digest) == SIZE
+    assert await published_size(mirror, digest) == SIZE
 
 
 async def test_waiting_readers_get_a_clear_error_on_mismatch(mirror: TestClient,

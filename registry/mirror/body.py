@@ -27,8 +27,12 @@ byte queued under the mark is seen at most that much later). Linux's poll also r
 readable below the mark when the receive window is nearly closed, so a mark can never wedge a
 connection whose buffer is smaller than it.
 
-`read_into` fills a buffer completely unless the body ends or fails; bytes received before a
-failure are returned first (they are good), and the next call raises `BodyError`.
+`read_into` fills a buffer completely unless the body ends or fails, or bytes have waited in it
+for DELIVER_AFTER: then it hands over what it has (`exhausted` tells the two apart). Why: readers
+of a filling blob see a byte only once it is written, and on a slow link a whole MiB buffer takes
+long — at 35 KB/s per connection over 30 s, the time after which ollama's downloader gives up on
+a part that sees no byte. Bytes received before a failure are returned first (they are good),
+and the next call raises `BodyError`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import aiohttp
 LOW_WATER_TIME = 0.05  # seconds of the connection's rate that the low-water mark asks to gather
 LOW_WATER_TLS = 256 * 1024  # asyncio's TLS layer reads the socket in pieces this long: a higher mark holds bytes back
 TLS_HELD = 1024 * 1024  # body bytes asyncio's TLS layer may hold undelivered: its read + its high water, and more
+DELIVER_AFTER = 1.0  # seconds a buffer may hold received bytes before they are handed over unfilled
 _SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None) if sys.platform == "linux" else None
 
 
@@ -53,7 +58,12 @@ class BodyError(Exception):
 
 class Body(Protocol):
     async def read_into(self, view: memoryview) -> int:
-        """Fill `view`; fewer bytes only at the end of the body. Raises BodyError."""
+        """Fill `view`; fewer bytes at the end of the body, or after DELIVER_AFTER. Raises BodyError."""
+        ...
+
+    @property
+    def exhausted(self) -> bool:
+        """No more bytes will come: the body ended, failed, or reached its limit."""
         ...
 
     def close(self) -> None:
@@ -106,6 +116,8 @@ class _DirectBody(asyncio.BufferedProtocol):
         self._mark_cap = LOW_WATER_TLS if tls else math.inf
         self._held = TLS_HELD if tls else 0  # body bytes that may be off the socket but not yet delivered
         self._rate = math.inf  # bytes/s of the last buffer filled; unknown yet
+        self._overdue = False  # the buffer has waited DELIVER_AFTER: hand over whatever is in it
+        self._deliver: asyncio.TimerHandle | None = None
         if self._taken:
             transport.set_protocol(self)
             if transport.is_reading():
@@ -128,11 +140,14 @@ class _DirectBody(asyncio.BufferedProtocol):
         self._last = started = self._loop.time()
         self._set_mark(int(min(want, self._mark_cap, self._rate * LOW_WATER_TIME)))
         self._timer = self._loop.call_at(self._last + self._check_after(), self._check)
+        self._overdue = False
+        self._deliver = self._loop.call_at(started + DELIVER_AFTER, self._hand_over)
         self._transport.resume_reading()
         try:
             await self._waiter
         finally:
             self._timer.cancel()
+            self._deliver.cancel()
             self._waiter = None
             self._view = memoryview(b"")
             if self._transport.is_reading():
@@ -146,6 +161,10 @@ class _DirectBody(asyncio.BufferedProtocol):
             raise self._failure
         return n
 
+    @property
+    def exhausted(self) -> bool:
+        return not self._head and (self._ended or self._failure is not None or self._left == 0)
+
     def close(self) -> None:
         if self._taken:
             self._resp.close()  # the connection went on with this protocol: never back into the pool
@@ -158,7 +177,7 @@ class _DirectBody(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._filled += nbytes
         self._last = self._loop.time()
-        if self._filled >= len(self._view):
+        if self._filled >= len(self._view) or self._overdue:
             self._transport.pause_reading()
             self._wake()
         elif self._mark > 1:
@@ -176,6 +195,15 @@ class _DirectBody(asyncio.BufferedProtocol):
             self._ended = True
         self._wake()
         self._previous.connection_lost(exc)
+
+    def _hand_over(self) -> None:
+        """The buffer has waited long enough: hand over what it holds, or the next byte to come."""
+        self._overdue = True
+        if self._filled:
+            self._transport.pause_reading()
+            self._wake()
+        else:
+            self._set_mark(1)
 
     def _check_after(self) -> float:
         """Seconds after the last byte when `_check` looks: the stall time, sooner while a mark is set."""
@@ -222,12 +250,19 @@ class _AiohttpBody:
         self._ended = False
         self._failure: BodyError | None = None
 
+    @property
+    def exhausted(self) -> bool:
+        return not self._rest and (self._ended or self._failure is not None)
+
     async def read_into(self, view: memoryview) -> int:
         n = 0
+        due = asyncio.get_running_loop().time() + DELIVER_AFTER
         while n < len(view):
             if not self._rest:
                 if self._ended or self._failure is not None:
                     break
+                if n and asyncio.get_running_loop().time() >= due:
+                    break  # hand over what waited; the next chunk may be long in coming
                 await self._next_chunk()
                 continue
             k = min(len(view) - n, len(self._rest))
@@ -261,6 +296,8 @@ class _AiohttpBody:
 class _Failed:
     def __init__(self, failure: BodyError) -> None:
         self._failure = failure
+
+    exhausted = True
 
     async def read_into(self, view: memoryview) -> int:
         raise self._failure

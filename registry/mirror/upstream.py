@@ -351,7 +351,7 @@ class Upstream:
                 await self.rate.take(n)
                 await sink.deliver(buffer, n)
                 cursor.pos += n
-                if n < want:
+                if n < want and body.exhausted:
                     raise _Transient(f"connection closed {end - cursor.pos} bytes early")
         finally:
             body.close()

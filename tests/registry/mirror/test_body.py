@@ -130,6 +130,29 @@ async def test_a_slow_body_is_not_a_stalled_one(server: Served) -> None:
         assert await read_all(client, state.url, TRICKLE, stall=0.5) == (BLOB[:TRICKLE], None)
 
 
+async def test_bytes_of_a_slow_body_are_handed_over_before_the_buffer_is_full(
+        server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a slow link a buffer would take long to fill, and readers of the filling blob would see
+    nothing meanwhile: after DELIVER_AFTER what it holds is handed over, and the body goes on."""
+    state, ctx = server
+    state.fault = "trickle"  # 20 kB in 0.8 s
+    monkeypatch.setattr(body, "DELIVER_AFTER", 0.2)
+    buffer = bytearray(BUFFER)
+    async with session(ctx) as client, client.get(state.url) as resp:
+        reader = open_body(resp, TRICKLE, stall=5)
+        try:
+            first = await reader.read_into(memoryview(buffer))
+            assert 0 < first < TRICKLE and not reader.exhausted  # handed over early, not the end
+            got = bytes(buffer[:first])
+            while len(got) < TRICKLE:
+                n = await reader.read_into(memoryview(buffer)[: TRICKLE - len(got)])
+                assert n > 0
+                got += buffer[:n]
+            assert got == BLOB[:TRICKLE] and reader.exhausted
+        finally:
+            reader.close()
+
+
 async def test_the_tail_of_a_body_under_the_mark_arrives_without_waiting(
         server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """The low-water mark never asks for bytes the body will not send: with the check that drops a

@@ -12,7 +12,10 @@
            each --wan-rate (as distance and CDNs do; the reason ollama downloads in parallel parts).
            (nginx's limit_rate was tried first: on proxied ranges it let 2-3× the limit through.)
            Each cold case also prints the CPU-seconds per GB the corral process used (user +
-           system, all threads; target ≤ 1.5): the figure that holds on a busy machine too.
+           system, all threads; target ≤ 1.5): the figure that holds on a busy machine too. The
+           machine's own cost of writing a new file is printed first, because a VM that hands
+           freed memory back to its host (free page reporting) charges up to ~2.5 CPU-seconds per
+           GB for the page cache every cold fill writes into: read the figures above that floor.
 * fanout — N clients pull the same cold model at once: bytes the upstream sent ÷ model size
            (target 1.0; the same run against docker-registry in proxy mode for comparison), and
            the peak RSS of the corral process meanwhile (target < 200 MB: blobs are streamed).
@@ -208,6 +211,8 @@ def bench_cold(s: Setup, reps: int, wan_rates: list[int]) -> None:
           "before the last one is served)", flush=True)
     print(f"  this disk stores {format_byte_size(int(disk_write_rate(s.root, s.size)))}/s (write + fdatasync; "
           "every byte of a cold pull is stored)", flush=True)
+    print(f"  writing a new file costs this machine {page_cache_cost(s.root, s.size):.2f} CPU-seconds per GB (page "
+          "cache after an idle pause; a floor under every cold fill's CPU figure, paid by the proxy too)", flush=True)
     print("  loopback, unthrottled:", flush=True)
     direct = cold_runs(s, reps, s.upstream.url, "loopback")
     compare("single pull (reference)", s.size, proxy_cold_runs(s, reps), direct, "direct", "-",
@@ -302,6 +307,28 @@ def disk_write_rate(directory: Path, size: int) -> float:
     elapsed = time.perf_counter() - start
     path.unlink()
     return size / elapsed
+
+
+def page_cache_cost(directory: Path, size: int) -> float:
+    """CPU-seconds per GB this process spends writing a new file of `size` bytes (no fsync).
+
+    Measured because it varies by an order of magnitude between machines and moments: a VM whose
+    balloon reports free pages to its host (this one) faults every page freed a few seconds ago
+    back in from the host — 0.2 CPU-seconds per GB when pages are reused at once, 2.5 after a pause
+    — and every byte of a cold fill lands in such pages."""
+    path = directory / "page-cache-cost"
+    block = os.urandom(1 << 20)
+    time.sleep(5)  # as between two pulls: freed pages have gone back to the host, if it takes them
+    before = time.process_time()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for offset in range(0, size, len(block)):
+            os.pwrite(fd, block, offset)
+    finally:
+        os.close(fd)
+    spent = time.process_time() - before
+    path.unlink()
+    return spent / (size / 1e9)
 
 
 def sha256_rate() -> float:

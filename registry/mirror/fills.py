@@ -212,38 +212,33 @@ class Fill:
         """`n` more bytes of `seg` are on disk: wake exactly the readers waiting for one of them."""
         seg.done += n
         self.dirty = True
-        if not self.flowing:
-            self.flowing = True
-            self.notify()
         start, end = seg.offset, seg.offset + seg.done
-        waiting = []
-        for pos, waiter in self._waiters:
-            if waiter.done():
-                continue
-            if start <= pos < end:
-                waiter.set_result(None)
-            else:
-                waiting.append((pos, waiter))
-        self._waiters = waiting
+        self._arrived(lambda pos: start <= pos < end)
 
     def advance(self, segments: list[Segment]) -> None:
         """Another node's checkpointed progress (this node follows its fill): take it, and wake
         the readers waiting for a byte now there."""
         self.segments = segments
-        if self.completed and not self.flowing:
+        if self.completed:
+            self._arrived(lambda pos: self.available(pos) > pos)
+
+    def _arrived(self, present: Callable[[int], bool]) -> None:
+        """Bytes arrived: the fill is flowing, and the readers waiting at a `present` position wake."""
+        if not self.flowing:
             self.flowing = True
             self.notify()
         waiting = []
         for pos, waiter in self._waiters:
             if waiter.done():
                 continue
-            if self.available(pos) > pos:
+            if present(pos):
                 waiter.set_result(None)
             else:
                 waiting.append((pos, waiter))
         self._waiters = waiting
 
     def match(self) -> None:
+        """The whole file hashed to the digest: whole-blob responses may end before it is published."""
         self._matched = True
         self.notify()
 

@@ -97,6 +97,12 @@ class FillClaims:
         """Decide who fetches `fill`, taking it when nobody live does."""
         if self.node_id is None:
             return Claim.OWNED
+        claim = None
+        while claim is None:  # None: the row went while this node waited for its lock, and no blob came of it
+            claim = await self._try_take(fill)
+        return claim
+
+    async def _try_take(self, fill: FillSource) -> Claim | None:
         now = time.time()
         key = str(fill.digest)
         async with self._sessions.begin() as s:
@@ -105,11 +111,15 @@ class FillClaims:
                 repository=fill.repository, segments="[]", created_at=now, updated_at=now,
                 owner=self.node_id, heartbeat_at=now,
             ).on_conflict_do_nothing())
+            # waits while an owner publishes (it holds the row), and then finds the row deleted
             row = (await s.execute(select(FillProgress).where(FillProgress.digest == key)
-                                   .with_for_update())).scalar_one()
+                                   .with_for_update())).scalar_one_or_none()
             if await _verified(s, key):  # published between the caller's look and this lock
-                await s.delete(row)
+                if row is not None:
+                    await s.delete(row)
                 return Claim.STORED
+            if row is None:
+                return None
             if row.owner == self.node_id:
                 return Claim.OWNED
             if await self._live(s, row, now):

@@ -93,3 +93,19 @@ async def test_a_stopped_owner_releases_its_fill_for_another_node_at_once(nodes)
     assert seen is not None and not seen.live and seen.owner is None
     assert await b.take(FILL) is Claim.OWNED
     assert query(url, "SELECT owner, segments FROM fills") == [(b.node_id, "[[0, 1000, 500]]")]
+
+
+async def test_a_take_that_waits_for_a_publishing_owner_finds_the_blob_stored(nodes) -> None:
+    """A node asking while the owner publishes waits for the row's lock, then finds the row gone
+    and the blob stored: nothing to fetch, and no error."""
+    url, a, b, _, _ = nodes
+    assert await a.take(FILL) is Claim.OWNED
+    await a.begin(FILL, "[[0, 1000, 1000]]", time.time())
+    async with a.publishing(DIGEST):
+        taking = asyncio.create_task(b.take(FILL))
+        await asyncio.sleep(0.5)
+        assert not taking.done()  # held by the row's lock
+        execute(url, "INSERT INTO blobs (digest, size, state, created_at, last_access) "
+                "VALUES (:d, 1000, 'verified', 0, 0)", d=str(DIGEST))
+    assert await taking is Claim.STORED
+    assert query(url, "SELECT digest FROM fills") == []

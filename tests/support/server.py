@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +117,11 @@ def serving_scripted_models(root: Path) -> Iterator[ServerProcess]:
             created = run_cli(server, "create", name, "-f", str(modelfile))
             assert created.returncode == 0, created.stderr
         yield server
+
+
+def wait_until(check: Callable[[], object], timeout: float = 60) -> None:
+    """Poll `check` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

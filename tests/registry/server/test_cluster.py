@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from tests.support.catalogue import query
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess, base_env, free_port, run_cli, start_server
+from tests.support.server import ServerProcess, base_env, free_port, run_cli, start_server, wait_until
 from tests.support.tiny_upstream import TinyUpstream, start_tiny_upstream
 
 HEARTBEAT = 0.3  # seconds: a node is stale 3 heartbeats after its last renewal
@@ -55,13 +54,6 @@ def rows(url: str) -> tuple[list[tuple], ...]:
 
 def listed(server: ServerProcess) -> list[str]:
     return [m["name"] for m in httpx.get(f"{server.url}/api/tags", timeout=30).json()["models"]]
-
-
-def wait_until(check, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_two_nodes_share_one_catalogue_and_store_through_kills_and_restarts(

@@ -12,7 +12,6 @@ import random
 import re
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tests.support.digests import sha256_bytes as sha
 from tests.support.docker_registry import DockerRegistry, push_model, start_registry
 from tests.support.legacy_pull import LegacyPuller
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, start_server, wait_until
 
 MB = 1_000_000
 HEARTBEAT = 0.3
@@ -79,13 +78,6 @@ def weights_digest(registry: DockerRegistry, repository: str) -> str:
 def fill_of(node: ServerProcess, digest: str) -> dict | None:
     fills = httpx.get(f"{node.url}/api/corral/status", timeout=30).json()["fills"]
     return next((f for f in fills if f["digest"] == digest), None)
-
-
-def wait_until(check: Callable[[], object], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def fetched_by(registry: DockerRegistry, digest: str, since: int) -> int:

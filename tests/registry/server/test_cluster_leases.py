@@ -17,7 +17,7 @@ from tests.support.catalogue import query
 from tests.support.digests import sha256_bytes as sha
 from tests.support.docker_registry import DockerRegistry, push_model, start_registry
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess, run_cli, start_server
+from tests.support.server import ServerProcess, run_cli, start_server, wait_until
 
 MB = 1_000_000
 HEARTBEAT = 0.3
@@ -90,6 +90,8 @@ def test_a_prune_on_the_node_on_duty_keeps_a_blob_another_node_streams(
 
         # 38 MB: over the high watermark; pulled on B so that only the prune asked for runs on A
         assert run_cli(b, "pull", "small").returncode == 0
+        # B's pull leased small's blobs; their rows go within a heartbeat of the pull's end
+        wait_until(lambda: query(url, "SELECT digest FROM blob_leases") == [(sha(big),)])
         pruned = run_cli(a, "prune")
         assert pruned.returncode == 0, pruned.stderr
         if "over the high watermark" in pruned.stdout:  # else A's background check (every 10 s) came first

@@ -12,10 +12,15 @@
            each --wan-rate (as distance and CDNs do; the reason ollama downloads in parallel parts).
            (nginx's limit_rate was tried first: on proxied ranges it let 2-3× the limit through.)
            Each cold case also prints the CPU-seconds per GB the corral process used (user +
-           system, all threads; target ≤ 1.5): the figure that holds on a busy machine too. The
-           machine's own cost of writing a new file is printed first, because a VM that hands
-           freed memory back to its host (free page reporting) charges up to ~2.5 CPU-seconds per
-           GB for the page cache every cold fill writes into: read the figures above that floor.
+           system, all threads; target ≤ 1.5): the figure that holds on a busy machine too.
+           Right before every cold transfer through corral or docker-registry's proxy, the bench
+           writes and deletes a scratch file of the blob's size (`recycle_pages`), so the program
+           under test writes into recently freed memory, as it would on bare metal. Why: this VM
+           hands memory that stays free ~2 s back to its host (free page reporting), and a page
+           cache page then costs a fault to the host: 1–3 CPU-seconds per GB on top of the program's
+           own work, depending only on how long the machine idled before (corral, starting slower
+           than the Go proxy, paid it more often). `--no-recycle` measures without; the machine's
+           cost of writing a new file after a pause is printed first either way.
 * fanout — N clients pull the same cold model at once: bytes the upstream sent ÷ model size
            (target 1.0; the same run against docker-registry in proxy mode for comparison), and
            the peak RSS of the corral process meanwhile (target < 200 MB: blobs are streamed).
@@ -204,7 +209,7 @@ def bench_warm(s: Setup, reps: int) -> None:
 # ---- cold -------------------------------------------------------------------------------------
 
 
-def bench_cold(s: Setup, reps: int, wan_rates: list[int]) -> None:
+def bench_cold(s: Setup, reps: int, wan_rates: list[int], recycle: bool) -> None:
     print(f"cold: pulling a {format_byte_size(s.size)} blob through a cold corral vs straight from "
           "the upstream (docker-registry)", flush=True)
     print(f"  sha256 on one core of this machine: {format_byte_size(int(sha256_rate()))}/s (every byte is hashed "
@@ -213,14 +218,17 @@ def bench_cold(s: Setup, reps: int, wan_rates: list[int]) -> None:
           "every byte of a cold pull is stored)", flush=True)
     print(f"  writing a new file costs this machine {page_cache_cost(s.root, s.size):.2f} CPU-seconds per GB (page "
           "cache after an idle pause; a floor under every cold fill's CPU figure, paid by the proxy too)", flush=True)
+    print("  pages are recycled before each transfer (see --no-recycle)" if recycle else
+          "  pages are not recycled: each transfer pays what this machine charges for new page cache", flush=True)
     print("  loopback, unthrottled:", flush=True)
-    direct = cold_runs(s, reps, s.upstream.url, "loopback")
-    compare("single pull (reference)", s.size, proxy_cold_runs(s, reps), direct, "direct", "-",
-            who="docker-registry proxy")
+    direct = cold_runs(s, reps, s.upstream.url, "loopback", recycle)
+    proxy_times, proxy_cpu = proxy_cold_runs(s, reps, recycle)
+    compare("single pull (reference)", s.size, proxy_times, direct, "direct", "-", who="docker-registry proxy")
+    print(f"  {'':<28} docker-registry proxy used {proxy_cpu:.2f} CPU-seconds per GB", flush=True)
     for wan_rate in wan_rates:
         with Throttle(s.upstream.port, wan_rate) as port:
             print(f"  WAN-like, every upstream connection limited to {format_byte_size(wan_rate)}/s:", flush=True)
-            cold_runs(s, reps, f"http://127.0.0.1:{port}", f"wan{wan_rate}")
+            cold_runs(s, reps, f"http://127.0.0.1:{port}", f"wan{wan_rate}", recycle)
 
 
 class Throttle:
@@ -265,7 +273,7 @@ class Throttle:
             writer.close()
 
 
-def cold_runs(s: Setup, reps: int, upstream: str, label: str) -> list[float]:
+def cold_runs(s: Setup, reps: int, upstream: str, label: str, recycle: bool) -> list[float]:
     """Both client shapes, direct and through a fresh corral; returns the direct single-GET times."""
     direct_url = f"{upstream}/v2/{s.repository}/blobs/{s.digest}"
     for shape in ("ollama", "single"):
@@ -277,6 +285,8 @@ def cold_runs(s: Setup, reps: int, upstream: str, label: str) -> list[float]:
             server = corral(root, upstream)
             try:
                 prime_manifest(server.url, s.repository)
+                if recycle:
+                    recycle_pages(s.root, s.size)
                 before = cpu_seconds(server.process.pid)
                 ours.append(fetch(f"{server.url}/v2/{s.repository}/blobs/{s.digest}", s.size, shape))
                 cpu.append(cpu_seconds(server.process.pid) - before)
@@ -339,18 +349,37 @@ def sha256_rate() -> float:
     return len(data) / (time.perf_counter() - start)
 
 
-def proxy_cold_runs(s: Setup, reps: int) -> list[float]:
-    """The same cold single GET through Docker distribution's own pull-through cache (Go)."""
-    times = []
+def proxy_cold_runs(s: Setup, reps: int, recycle: bool) -> tuple[list[float], float]:
+    """The same cold single GET through Docker distribution's own pull-through cache (Go): the
+    times, and the median CPU-seconds per GB its process used."""
+    times, cpu = [], []
     for rep in range(reps):
         proxy = start_registry(s.root / f"proxy-cold-{rep}", proxy_of=s.upstream.url)
         try:
             prime_manifest(proxy.url, s.repository)
+            if recycle:
+                recycle_pages(s.root, s.size)
+            before = cpu_seconds(proxy.process.pid)
             times.append(fetch(f"{proxy.url}/v2/{s.repository}/blobs/{s.digest}", s.size, "single"))
+            cpu.append(cpu_seconds(proxy.process.pid) - before)
         finally:
             proxy.stop()
             shutil.rmtree(proxy.root, ignore_errors=True)
-    return times
+    return times, statistics.median(cpu) / (s.size / 1e9)
+
+
+def recycle_pages(directory: Path, size: int) -> None:
+    """Write and delete a scratch file of `size` bytes: the next transfer's page cache then comes
+    from memory freed a moment ago, not from pages this VM has handed back to its host."""
+    path = directory / "recycle"
+    block = os.urandom(1 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for offset in range(0, size, len(block)):
+            os.pwrite(fd, block, offset)
+    finally:
+        os.close(fd)
+    path.unlink()
 
 
 # ---- fanout + RSS -----------------------------------------------------------------------------
@@ -436,6 +465,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--only", default="warm,cold,fanout")
+    parser.add_argument("--no-recycle", action="store_true",
+                        help="cold transfers write into whatever pages the machine hands out (see cold)")
     parser.add_argument("--wan-rate", default="50MB,200MB,1000MB",
                         help="per-connection limits of the WAN-like upstream, comma-separated")
     args = parser.parse_args()
@@ -453,7 +484,8 @@ def main() -> None:
                     bench_fanout(big, args.clients)
             if "cold" in only:
                 small = setup(root, upstream, "library/bench-cold", parse_byte_size(args.cold_size))
-                bench_cold(small, args.reps, [parse_byte_size(r) for r in args.wan_rate.split(",")])
+                bench_cold(small, args.reps, [parse_byte_size(r) for r in args.wan_rate.split(",")],
+                           recycle=not args.no_recycle)
         finally:
             upstream.stop()
 

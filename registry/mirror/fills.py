@@ -35,6 +35,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -469,6 +470,7 @@ class Fills:
 
     async def _fetch_segments(self, fill: Fill) -> None:
         fd = await asyncio.to_thread(os.open, fill.path, os.O_RDWR)
+        writing = ThreadPoolExecutor(1, thread_name_prefix=f"fill-{fill.digest.short}")  # see SegmentWriter
         try:
             if all(seg.complete for seg in fill.segments):
                 fill.flowing = True
@@ -479,7 +481,7 @@ class Fills:
                 async with asyncio.TaskGroup() as group:
                     for seg in fill.segments:
                         if not seg.complete:
-                            group.create_task(self._fill_segment(fill, seg, fd, slots))
+                            group.create_task(self._fill_segment(fill, seg, fd, slots, writing))
             except BaseExceptionGroup as group_error:
                 raise _first(group_error) from None
             finally:
@@ -494,12 +496,14 @@ class Fills:
                     except Exception as exc:  # never hide why the transfer stopped (a full disk fails both)
                         log.warning("could not save the progress of %s: %s", fill.digest.short, exc)
         finally:
+            writing.shutdown(wait=False)  # every segment settled: nothing is queued any more
             await asyncio.to_thread(os.close, fd)
 
-    async def _fill_segment(self, fill: Fill, seg: Segment, fd: int, slots: asyncio.Semaphore) -> None:
+    async def _fill_segment(self, fill: Fill, seg: Segment, fd: int, slots: asyncio.Semaphore,
+                            writing: ThreadPoolExecutor) -> None:
         async with slots:
             start = seg.offset + seg.done
-            writer = SegmentWriter(fd, start, seg.end, self.buffer_size, lambda n: fill.written(seg, n))
+            writer = SegmentWriter(fd, start, seg.end, self.buffer_size, lambda n: fill.written(seg, n), writing)
             fill.writers.add(writer)
             try:
                 await self.upstream.fetch_range(fill.source, start, seg.end, writer)

@@ -3,9 +3,11 @@ reserved ahead of the writes (never past the segment), and a failed write surfac
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,49 @@ async def test_blocks_are_reserved_ahead_of_the_writes_and_never_past_the_segmen
     await write_segment(writer, [BUFFER] * (rest // BUFFER) + [rest % BUFFER])
     assert writer.ahead == 0
     assert allocated(sparse) - before <= LENGTH + 2 * 4096  # the segment's blocks, nothing beyond
+
+
+class CountingThread(ThreadPoolExecutor):
+    """One writing thread that counts what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.jobs = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_segments_of_one_file_share_one_writing_thread(tmp_path: Path) -> None:
+    """Four segments delivered at once, as a fill's parallel upstream ranges are: every write goes
+    to the file's one thread (concurrent writers spin on ext4's inode lock), and each segment's
+    bytes still land at its own offsets."""
+    quarter = LENGTH // 4
+    fd = os.open(tmp_path / "blob-partial", os.O_RDWR | os.O_CREAT)
+    os.ftruncate(fd, 4 * quarter)
+    writing = CountingThread()
+    written: list[int] = []
+
+    async def fill(writer: SegmentWriter, start: int) -> None:
+        for pos in range(start, start + quarter, BUFFER):
+            size = min(BUFFER, start + quarter - pos)
+            buffer = await writer.buffer()
+            buffer[:size] = DATA[pos : pos + size]
+            await writer.deliver(buffer, size)
+            await asyncio.sleep(0)  # the other segments deliver in between
+        await writer.drain()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for i in range(4):
+                writer = SegmentWriter(fd, i * quarter, (i + 1) * quarter, BUFFER, written.append, writing)
+                group.create_task(fill(writer, i * quarter))
+        assert os.pread(fd, 4 * quarter, 0) == DATA[: 4 * quarter]
+        assert writing.jobs == len(written) == 4 * -(-quarter // BUFFER)  # every write, on that thread
+    finally:
+        writing.shutdown()
+        os.close(fd)
 
 
 async def test_a_failed_write_surfaces_at_the_next_delivery(tmp_path: Path) -> None:

@@ -326,19 +326,10 @@ def page_cache_cost(directory: Path, size: int) -> float:
     balloon reports free pages to its host (this one) faults every page freed a few seconds ago
     back in from the host — 0.2 CPU-seconds per GB when pages are reused at once, 2.5 after a pause
     — and every byte of a cold fill lands in such pages."""
-    path = directory / "page-cache-cost"
-    block = os.urandom(1 << 20)
     time.sleep(5)  # as between two pulls: freed pages have gone back to the host, if it takes them
     before = time.process_time()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for offset in range(0, size, len(block)):
-            os.pwrite(fd, block, offset)
-    finally:
-        os.close(fd)
-    spent = time.process_time() - before
-    path.unlink()
-    return spent / (size / 1e9)
+    write_scratch(directory / "page-cache-cost", size)
+    return (time.process_time() - before) / (size / 1e9)
 
 
 def sha256_rate() -> float:
@@ -371,7 +362,11 @@ def proxy_cold_runs(s: Setup, reps: int, recycle: bool) -> tuple[list[float], fl
 def recycle_pages(directory: Path, size: int) -> None:
     """Write and delete a scratch file of `size` bytes: the next transfer's page cache then comes
     from memory freed a moment ago, not from pages this VM has handed back to its host."""
-    path = directory / "recycle"
+    write_scratch(directory / "recycle", size)
+
+
+def write_scratch(path: Path, size: int) -> None:
+    """Write `size` bytes to a new file (page cache only, no fsync), then delete it."""
     block = os.urandom(1 << 20)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -1,5 +1,6 @@
 """`SegmentWriter` on a real file: buffers written in order at the segment's offsets, blocks
-reserved ahead of the writes (never past the segment), and a failed write surfacing."""
+reserved ahead of the writes (never past the segment), the segments of one file writing through
+one shared thread, and a failed write surfacing."""
 
 from __future__ import annotations
 

@@ -1,24 +1,34 @@
 """`SegmentWriter` on a real file: buffers written in order at the segment's offsets, blocks
 reserved ahead of the writes (never past the segment), the segments of one file writing through
-one shared thread, and a failed write surfacing."""
+one shared thread with several writes queued, and a failed write surfacing without any later
+write being claimed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import random
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from registry.mirror.segment_writer import RESERVE_BUFFERS, SegmentWriter
+from registry.mirror.segment_writer import BUFFERS, RESERVE_BUFFERS, SegmentWriter
 from registry.storage.preallocate import reserve_blocks
 
 BUFFER = 64 * 1024
 OFFSET, LENGTH = 3 * BUFFER + 100, 40 * BUFFER + 7  # not block-aligned, like ollama's part sizes
 DATA = random.Random(3).randbytes(LENGTH)
+
+
+@pytest.fixture
+def writing() -> Iterator[ThreadPoolExecutor]:
+    """The file's one writing thread, as `Fills` makes it."""
+    executor = ThreadPoolExecutor(1)
+    yield executor
+    executor.shutdown()
 
 
 @pytest.fixture
@@ -46,9 +56,9 @@ def allocated(fd: int) -> int:
     return os.fstat(fd).st_blocks * 512
 
 
-async def test_buffers_land_in_order_at_the_segment_offsets(sparse: int) -> None:
+async def test_buffers_land_in_order_at_the_segment_offsets(sparse: int, writing: ThreadPoolExecutor) -> None:
     written: list[int] = []
-    writer = SegmentWriter(sparse, OFFSET, OFFSET + LENGTH, BUFFER, written.append)
+    writer = SegmentWriter(sparse, OFFSET, OFFSET + LENGTH, BUFFER, written.append, writing)
     pieces = [BUFFER, 0, 1000, BUFFER] + [BUFFER] * 37 + [LENGTH - 39 * BUFFER - 1000]
     await write_segment(writer, pieces)
     assert os.pread(sparse, LENGTH, OFFSET) == DATA
@@ -56,11 +66,12 @@ async def test_buffers_land_in_order_at_the_segment_offsets(sparse: int) -> None
     assert os.pread(sparse, OFFSET, 0) == bytes(OFFSET)  # nothing before the segment
 
 
-async def test_blocks_are_reserved_ahead_of_the_writes_and_never_past_the_segment(sparse: int) -> None:
+async def test_blocks_are_reserved_ahead_of_the_writes_and_never_past_the_segment(
+        sparse: int, writing: ThreadPoolExecutor) -> None:
     if not reserve_blocks(sparse, 0, 4096):
         pytest.skip("this filesystem cannot reserve blocks (no fallocate)")
     before = allocated(sparse)
-    writer = SegmentWriter(sparse, OFFSET, OFFSET + LENGTH, BUFFER, lambda n: None)
+    writer = SegmentWriter(sparse, OFFSET, OFFSET + LENGTH, BUFFER, lambda n: None, writing)
     await write_segment(writer, [BUFFER])
     assert writer.ahead == (RESERVE_BUFFERS - 1) * BUFFER  # reserved: 16 buffers from the first byte
     assert allocated(sparse) - before >= RESERVE_BUFFERS * BUFFER
@@ -117,15 +128,42 @@ async def test_segments_of_one_file_share_one_writing_thread(tmp_path: Path) -> 
         os.close(fd)
 
 
-async def test_a_failed_write_surfaces_at_the_next_delivery(tmp_path: Path) -> None:
+async def test_writes_queue_behind_a_slow_one_and_land_in_order(sparse: int, writing: ThreadPoolExecutor) -> None:
+    """While the writing thread is held up, the reader goes on receiving into the other buffers
+    (no delivery waits for a write); every buffer is told written only once it landed, in order."""
+    held = threading.Event()
+    writing.submit(held.wait)  # the thread is busy (another segment's write, a slow disk)
+    written: list[int] = []
+    writer = SegmentWriter(sparse, OFFSET, OFFSET + LENGTH, BUFFER, written.append, writing)
+    pieces = ([BUFFER, 1000] * BUFFERS)[: BUFFERS - 1]  # every buffer but one queued
+    pos = 0
+    try:
+        async with asyncio.timeout(5):  # none of this may wait for the held thread
+            for size in pieces:
+                buffer = await writer.buffer()
+                buffer[:size] = DATA[pos : pos + size]
+                await writer.deliver(buffer, size)
+                pos += size
+            spare = await writer.buffer()
+        assert written == []
+    finally:
+        held.set()
+    await writer.deliver(spare, 0)
+    await writer.drain()
+    assert written == pieces
+    assert os.pread(sparse, pos, OFFSET) == DATA[:pos]
+
+
+async def test_a_failed_write_surfaces_and_nothing_after_it_counts(tmp_path: Path,
+                                                                     writing: ThreadPoolExecutor) -> None:
     path = tmp_path / "read-only"
     path.write_bytes(bytes(LENGTH))
     fd = os.open(path, os.O_RDONLY)
     try:
         written: list[int] = []
-        writer = SegmentWriter(fd, 0, LENGTH, BUFFER, written.append)
-        buffer = await writer.buffer()
-        await writer.deliver(buffer, BUFFER)
+        writer = SegmentWriter(fd, 0, LENGTH, BUFFER, written.append, writing)
+        for _ in range(BUFFERS):  # queued together: the first fails, the ones behind it must not be claimed
+            await writer.deliver(await writer.buffer(), BUFFER)
         with pytest.raises(OSError):
             await writer.drain()
         with pytest.raises(OSError):

@@ -82,14 +82,15 @@ class SegmentWriter:
             self._free.append(buffer)
             return
         offset, self._next = self._next, self._next + n
-        reserve = (self._asked, 0)
+        reserve_from, reserve_to = self._asked, 0  # 0: nothing to reserve with this write
         if self._reserving and offset + n > self._asked:
-            reserve = (self._asked, min(max(offset + n, self._asked + RESERVE_BUFFERS * self._buffer_size), self._end))
-            self._asked = reserve[1]
+            reserve_to = min(max(offset + n, self._asked + RESERVE_BUFFERS * self._buffer_size), self._end)
+            self._asked = reserve_to
         loop = asyncio.get_running_loop()
         accounted = loop.create_future()
-        writing = loop.run_in_executor(self._executor, _store, self._fd, memoryview(buffer)[:n], offset, *reserve)
-        writing.add_done_callback(partial(self._stored, buffer, n, reserve[1], accounted))
+        writing = loop.run_in_executor(self._executor, _store, self._fd, memoryview(buffer)[:n], offset,
+                                       reserve_from, reserve_to)
+        writing.add_done_callback(partial(self._stored, buffer, n, reserve_to, accounted))
         self._queued.append(accounted)
 
     async def drain(self) -> None:

@@ -49,6 +49,7 @@ from pathlib import Path
 import httpx
 
 from registry.model.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
+from registry.model.names import Digest
 from registry.units import format_byte_size, parse_byte_size
 from tests.support.docker_registry import DockerRegistry, push_model, start_registry
 from tests.support.legacy_pull import OLLAMA_UA, part_ranges
@@ -303,7 +304,7 @@ def cold_runs(s: Setup, reps: int, upstream: str, label: str, recycle: bool) -> 
 
 def wait_published(server: ServerProcess, digest: str, timeout: float = 60) -> None:
     """Until the fill's blob is in the store: its CPU figure covers the whole fill, hashing included."""
-    path = server.root / "models" / "blobs" / digest.replace(":", "-")
+    path = server.root / "models" / "blobs" / Digest.parse(digest).filename
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:

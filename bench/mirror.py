@@ -1,7 +1,7 @@
 """Mirror benchmarks: every ratio compares two measurements taken in the same run, same machine.
 
     .venv/bin/python -m bench.mirror [--size 1GiB] [--cold-size 256MiB] [--wan-rate 50MB,200MB,1000MB] [--reps 3]
-                                     [--clients 8] [--only warm,cold,fanout]
+                                     [--clients 8] [--only warm,cold,fanout] [--loop uvloop,asyncio]
 
 * warm   — blob GET throughput from corral's cache vs nginx serving the same file (sendfile both).
            Target ≥ 0.9.
@@ -22,6 +22,8 @@
            own work, depending only on how long the machine idled before (corral, starting slower
            than the Go proxy, paid it more often). `--no-recycle` measures without; the machine's
            cost of writing a new file after a pause is printed first either way.
+           corral runs on each `--loop` in turn (uvloop and asyncio's own by default), interleaved
+           per rep: the loop is the server's biggest per-event cost.
 * fanout — N clients pull the same cold model at once: bytes the upstream sent ÷ model size
            (target 1.0; the same run against docker-registry in proxy mode for comparison), and
            the peak RSS of the corral process meanwhile (target < 200 MB: blobs are streamed).
@@ -93,8 +95,9 @@ def setup(root: Path, upstream: DockerRegistry, repository: str, size: int) -> S
     return Setup(root, upstream, repository, digest, size, size + len(template) + config_size)
 
 
-def corral(root: Path, upstream: str) -> ServerProcess:
-    return start_server(root, extra_env={"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": upstream})
+def corral(root: Path, upstream: str, event_loop: str = "auto") -> ServerProcess:
+    return start_server(root, extra_env={"CORRAL_OFFLINE": "0", "CORRAL_UPSTREAM": upstream,
+                                         "CORRAL_EVENT_LOOP": event_loop})
 
 
 def curl(url: str, byte_range: tuple[int, int] | None = None, output: Path | str = "/dev/null") -> subprocess.Popen:
@@ -183,9 +186,10 @@ def start_nginx(directory: Path, location: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("nginx did not start")
 
 
-def bench_warm(s: Setup, reps: int) -> None:
-    print(f"warm: a cached {format_byte_size(s.size)} blob, corral vs nginx on the same file", flush=True)
-    server = corral(s.root / "warm", s.upstream.url)
+def bench_warm(s: Setup, reps: int, event_loop: str) -> None:
+    print(f"warm: a cached {format_byte_size(s.size)} blob, corral ({event_loop}) vs nginx on the same file",
+          flush=True)
+    server = corral(s.root / "warm", s.upstream.url, event_loop)
     nginx, port = None, 0
     try:
         r = httpx.post(f"{server.url}/api/pull", json={"model": f"{s.upstream.host}/{s.repository}:{TAG}",
@@ -211,7 +215,7 @@ def bench_warm(s: Setup, reps: int) -> None:
 # ---- cold -------------------------------------------------------------------------------------
 
 
-def bench_cold(s: Setup, reps: int, wan_rates: list[int], recycle: bool) -> None:
+def bench_cold(s: Setup, reps: int, wan_rates: list[int], recycle: bool, loops: list[str]) -> None:
     print(f"cold: pulling a {format_byte_size(s.size)} blob through a cold corral vs straight from "
           "the upstream (docker-registry)", flush=True)
     print(f"  sha256 on one core of this machine: {format_byte_size(int(sha256_rate()))}/s (every byte is hashed "
@@ -223,14 +227,14 @@ def bench_cold(s: Setup, reps: int, wan_rates: list[int], recycle: bool) -> None
     print("  pages are recycled before each transfer (see --no-recycle)" if recycle else
           "  pages are not recycled: each transfer pays what this machine charges for new page cache", flush=True)
     print("  loopback, unthrottled:", flush=True)
-    direct = cold_runs(s, reps, s.upstream.url, "loopback", recycle)
+    direct = cold_runs(s, reps, s.upstream.url, "loopback", recycle, loops)
     proxy_times, proxy_cpu = proxy_cold_runs(s, reps, recycle)
     compare("single pull (reference)", s.size, proxy_times, direct, "direct", "-", who="docker-registry proxy")
     print(f"  {'':<28} docker-registry proxy used {proxy_cpu:.2f} CPU-seconds per GB", flush=True)
     for wan_rate in wan_rates:
         with Throttle(s.upstream.port, wan_rate) as port:
             print(f"  WAN-like, every upstream connection limited to {format_byte_size(wan_rate)}/s:", flush=True)
-            cold_runs(s, reps, f"http://127.0.0.1:{port}", f"wan{wan_rate}", recycle)
+            cold_runs(s, reps, f"http://127.0.0.1:{port}", f"wan{wan_rate}", recycle, loops)
 
 
 class Throttle:
@@ -275,30 +279,35 @@ class Throttle:
             writer.close()
 
 
-def cold_runs(s: Setup, reps: int, upstream: str, label: str, recycle: bool) -> list[float]:
-    """Both client shapes, direct and through a fresh corral; returns the direct single-GET times."""
+def cold_runs(s: Setup, reps: int, upstream: str, label: str, recycle: bool, loops: list[str]) -> list[float]:
+    """Both client shapes, direct and through a fresh corral on each event loop (interleaved per
+    rep, so the loops share the machine's drifts); returns the direct single-GET times."""
     direct_url = f"{upstream}/v2/{s.repository}/blobs/{s.digest}"
     for shape in ("ollama", "single"):
         fetch(direct_url, s.size, shape)  # the upstream's page cache warm for both sides
-        ours, theirs, cpu = [], [], []
+        theirs: list[float] = []
+        ours: dict[str, list[float]] = {loop: [] for loop in loops}
+        cpu: dict[str, list[float]] = {loop: [] for loop in loops}
         for rep in range(reps):
             theirs.append(fetch(direct_url, s.size, shape))
-            root = s.root / f"cold-{label}-{shape}-{rep}"
-            server = corral(root, upstream)
-            try:
-                prime_manifest(server.url, s.repository)
-                if recycle:
-                    recycle_pages(s.root, s.size)
-                before = cpu_seconds(server.process.pid)
-                ours.append(fetch(f"{server.url}/v2/{s.repository}/blobs/{s.digest}", s.size, shape))
-                wait_published(server, s.digest)  # ollama's parts end before the last bytes are hashed
-                cpu.append(cpu_seconds(server.process.pid) - before)
-            finally:
-                server.stop()
-                shutil.rmtree(root, ignore_errors=True)
-        compare(f"{shape} pull", s.size, ours, theirs, "direct", "≥ 0.9")
-        print(f"  {'':<28} corral used {statistics.median(cpu) / (s.size / 1e9):.2f} CPU-seconds per GB "
-              "(target ≤ 1.5)", flush=True)
+            for loop in loops[rep % len(loops):] + loops[:rep % len(loops)]:
+                root = s.root / f"cold-{label}-{shape}-{loop}-{rep}"
+                server = corral(root, upstream, loop)
+                try:
+                    prime_manifest(server.url, s.repository)
+                    if recycle:
+                        recycle_pages(s.root, s.size)
+                    before = cpu_seconds(server.process.pid)
+                    ours[loop].append(fetch(f"{server.url}/v2/{s.repository}/blobs/{s.digest}", s.size, shape))
+                    wait_published(server, s.digest)  # ollama's parts end before the last bytes are hashed
+                    cpu[loop].append(cpu_seconds(server.process.pid) - before)
+                finally:
+                    server.stop()
+                    shutil.rmtree(root, ignore_errors=True)
+        for loop in loops:
+            compare(f"{shape} pull ({loop})", s.size, ours[loop], theirs, "direct", "≥ 0.9")
+            print(f"  {'':<28} corral used {statistics.median(cpu[loop]) / (s.size / 1e9):.2f} CPU-seconds "
+                  "per GB (target ≤ 1.5)", flush=True)
     return theirs
 
 
@@ -437,9 +446,10 @@ def fan_out(bases: list[str], s: Setup, clients: int, shape: str, into: Path | N
     return asyncio.run(all_clients())
 
 
-def bench_fanout(s: Setup, clients: int) -> None:
-    print(f"fanout: {clients} clients pull the same cold {format_byte_size(s.model_total)} model at once", flush=True)
-    server = corral(s.root / "fanout", s.upstream.url)
+def bench_fanout(s: Setup, clients: int, event_loop: str) -> None:
+    print(f"fanout: {clients} clients pull the same cold {format_byte_size(s.model_total)} model at once "
+          f"(corral on {event_loop})", flush=True)
+    server = corral(s.root / "fanout", s.upstream.url, event_loop)
     try:
         idle = current_rss(server.process.pid)
         before = s.upstream.blob_bytes_sent()
@@ -477,8 +487,12 @@ def main() -> None:
                         help="cold transfers write into whatever pages the machine hands out (see cold)")
     parser.add_argument("--wan-rate", default="50MB,200MB,1000MB",
                         help="per-connection limits of the WAN-like upstream, comma-separated")
+    parser.add_argument("--loop", default="uvloop,asyncio",
+                        help="corral's event loops (CORRAL_EVENT_LOOP), comma-separated: cold measures each, "
+                             "warm and fanout the first")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    loops = args.loop.split(",")
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # nginx workers read corral's blobs
@@ -487,13 +501,13 @@ def main() -> None:
             if only & {"warm", "fanout"}:
                 big = setup(root, upstream, "library/bench", parse_byte_size(args.size))
                 if "warm" in only:
-                    bench_warm(big, args.reps)
+                    bench_warm(big, args.reps, loops[0])
                 if "fanout" in only:
-                    bench_fanout(big, args.clients)
+                    bench_fanout(big, args.clients, loops[0])
             if "cold" in only:
                 small = setup(root, upstream, "library/bench-cold", parse_byte_size(args.cold_size))
                 bench_cold(small, args.reps, [parse_byte_size(r) for r in args.wan_rate.split(",")],
-                           recycle=not args.no_recycle)
+                           recycle=not args.no_recycle, loops=loops)
         finally:
             upstream.stop()
 

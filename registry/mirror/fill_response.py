@@ -8,9 +8,9 @@ client that reads a blob in one piece can never receive a complete-looking copy 
 data. (It need not wait for the blob's fsync and its place in the catalogue: they follow.) If the
 fill fails, the connection is cut, so the client sees a short body, never a wrong complete one.
 Ranged readers assembling a blob from parts (ollama) verify the sha256 themselves.
-Bytes go out with sendfile as soon as they are on disk: no copy through Python, so many readers
-of a filling blob cost little CPU and no memory; how many went out is kept on the request
-(`SENDFILE_BYTES`).
+Bytes go out with sendfile as soon as they are on disk (`web.sendfile.FileSender`): no copy
+through Python, so many readers of a filling blob cost little CPU and no memory; how many went
+out is kept on the request (`SENDFILE_BYTES`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aiohttp import web
 
 from registry.mirror.fills import Fill, FillError
 from registry.mirror.responses import SENDFILE_BYTES
+from registry.web.sendfile import FileSender
 
 
 def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
@@ -61,7 +62,10 @@ async def fill_response(request: web.Request, fill: Fill, headers: Mapping[str, 
     file = await asyncio.to_thread(_open, fill)
     try:
         await response.prepare(request)
-        await _send(request, fill, file, start, stop, hold_last)
+        if request.transport is None:
+            raise ConnectionResetError("client disconnected")
+        with FileSender(request.transport, response.write) as sender:
+            await _send(request, fill, file, sender, start, stop, hold_last)
         await response.write_eof()
     except FillError:
         if request.transport is not None:
@@ -73,8 +77,8 @@ async def fill_response(request: web.Request, fill: Fill, headers: Mapping[str, 
     return response
 
 
-async def _send(request: web.Request, fill: Fill, file: BinaryIO, start: int, stop: int, hold_last: bool) -> None:
-    loop = asyncio.get_running_loop()
+async def _send(request: web.Request, fill: Fill, file: BinaryIO, sender: FileSender, start: int, stop: int,
+                hold_last: bool) -> None:
     pos = start
     while pos < stop:
         limit = stop - 1 if hold_last and not fill.matched else stop
@@ -82,10 +86,7 @@ async def _send(request: web.Request, fill: Fill, file: BinaryIO, start: int, st
             await fill.wait_matched()
             continue
         end = min(await fill.wait_for(pos), limit)
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client disconnected")
-        await loop.sendfile(transport, file, pos, end - pos)  # falls back to read/write under TLS
+        await sender.send(file.fileno(), pos, end - pos)  # read and written under TLS
         pos = end
         request[SENDFILE_BYTES] = pos - start
 

@@ -11,10 +11,12 @@ so the mirror does not know who counts.
 Bytes are counted for responses sent in full: ollama's downloader drops its first, Range-less
 GET of each blob right after the headers, and counting that response's whole length would
 double the bytes a pull appears to take. Both kinds of blob response send their bodies with
-sendfile, past aiohttp's writer (whose count is a response's `body_length`), so each records the
-body bytes it sent under `SENDFILE_BYTES` on its request: that says whether a streamed answer went
-out in full (whether the client is still connected afterwards says nothing: a quick client has
-already read it all and closed), and the access log adds it to the bytes sent.
+sendfile (`web.sendfile.FileSender`, for a stored blob too: aiohttp's own `loop.sendfile` costs
+more per call, and uvloop has none), past aiohttp's writer (whose count is a response's
+`body_length`), so each records the body bytes it sent under `SENDFILE_BYTES` on its request:
+that says whether a streamed answer went out in full (whether the client is still connected
+afterwards says nothing: a quick client has already read it all and closed), and the access log
+adds it to the bytes sent.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -31,6 +34,7 @@ from aiohttp.web_fileresponse import NOSENDFILE
 
 from registry.model.names import Digest, InvalidDigestError
 from registry.storage.leases import Lease
+from registry.web.sendfile import FileSender
 
 BLOB_ROUTE = "/v2/{ns}/{model}/blobs/{digest}"
 _SERVED = (200, 206)
@@ -63,6 +67,20 @@ class TrackedFileResponse(web.FileResponse):
                 if not NOSENDFILE:  # aiohttp's debugging switch sends through its writer instead
                     request[SENDFILE_BYTES] = sent
                 self._on_sent(sent)
+
+    async def _sendfile(self, request: web.BaseRequest, fobj: IO[Any], offset: int,
+                        count: int) -> AbstractStreamWriter:
+        """aiohttp's body sending, with `FileSender` in place of `loop.sendfile`."""
+        if NOSENDFILE or self.compression:
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)  # FileResponse.prepare is what called this
+        transport = request.transport
+        if writer is None or transport is None:
+            raise ConnectionResetError("client disconnected")
+        with FileSender(transport, writer.write) as sender:
+            await sender.send(fobj.fileno(), offset, count)
+        await web.StreamResponse.write_eof(self)
+        return writer
 
 
 class BlobMeter:

@@ -35,6 +35,7 @@ from registry.library.handlers import LibraryHandlers
 from registry.mirror.v2_listing import V2Listing
 from registry.mirror.v2_reads import V2Reads
 from registry.server.access import AccessLogger, RequestCounts, access_log
+from registry.server.event_loop import EventLoopUnavailable, loop_factory
 from registry.server.listen import ListenError, listen
 from registry.server.logs import configure_logging
 from registry.server.metrics import Metrics
@@ -165,11 +166,16 @@ def serve(settings: Settings) -> int:
     configure_logging(settings)
     tls = ssl_context(settings)
     try:
+        loop_name, new_loop = loop_factory(settings.event_loop)
+    except EventLoopUnavailable as exc:
+        return _refuse(exc)
+    try:
         sockets = listen(settings.host)
     except ListenError as exc:
         return _refuse(exc)
     try:
-        return asyncio.run(_serve(settings, sockets, tls))
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(_serve(settings, sockets, tls, loop_name))
     except (StoreInUse, CatalogueInUse, NotTheSharedStore) as exc:
         return _refuse(exc)
     finally:
@@ -182,7 +188,8 @@ def _refuse(exc: Exception) -> int:
     return 1
 
 
-async def _serve(settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None) -> int:
+async def _serve(settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None,
+                 loop_name: str) -> int:
     """Build, start and serve the app on the bound sockets; 1 if another server took the catalogue."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -197,7 +204,7 @@ async def _serve(settings: Settings, sockets: list[socket.socket], tls: ssl.SSLC
         await runner.setup()
         for sock in sockets:
             await web.SockSite(runner, sock, ssl_context=tls).start()
-        log.info("corral listening on %s", settings.host.url)
+        log.info("corral listening on %s (event loop: %s)", settings.host.url, loop_name)
         waits = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

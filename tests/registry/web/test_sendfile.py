@@ -1,12 +1,16 @@
-"""`FileSender` on both loops the server runs on: a range goes out whole even when the client is
-slower than the sender, a client that goes away ends the send, and nothing is left open."""
+"""`FileSender` on both loops the server runs on, for ranges sent from the loop and from the
+sender threads: a range goes out whole even when the client is slower than the sender, a client
+that goes away ends the send, a cancelled send closes its descriptor once its thread is done,
+and nothing is left open."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +19,11 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from registry.web.sendfile import FileSender
+from registry.web import sendfile
+from registry.web.sendfile import THREAD_MIN, FileSender
 
 LOOPS = [pytest.param(None, id="asyncio"), pytest.param(uvloop.new_event_loop, id="uvloop")]
-SIZE = 6 * 1024 * 1024
+SIZE = THREAD_MIN + 4 * 1024 * 1024  # holds a range sent from a thread and ranges sent from the loop
 
 
 def serve(loop_factory, path: Path, ranges: list[tuple[int, int]],
@@ -110,7 +115,7 @@ def blob(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
 def test_ranges_go_out_whole_through_a_full_socket(loop_factory, blob: Path) -> None:
-    ranges = [(12345, 2 * 1024 * 1024), (5 * 1024 * 1024, SIZE - 5 * 1024 * 1024), (0, 1)]
+    ranges = [(12345, 2 * 1024 * 1024), (3 * 1024 * 1024, THREAD_MIN), (SIZE - 5, 5), (0, 1)]
     body, error, before, after = serve(loop_factory, blob, ranges, slow_reader)
     data = blob.read_bytes()
     assert error is None
@@ -143,3 +148,69 @@ def slow_reader_of_short_body(port: int) -> bytes:
             data += chunk
     return bytes(data).partition(b"\r\n\r\n")[2]
 
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_a_cancelled_send_closes_its_descriptor_once_its_thread_is_done(
+        loop_factory, blob: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server shutting down cancels a send while a sender thread carries it out: the duplicate
+    descriptor that thread writes to must stay open until it is done, and be closed then."""
+    started, release = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def slow_send(out: int, fd: int, offset: int, count: int) -> int:
+        started.set()
+        release.wait(10)
+        seen.append(_is_open(out))  # what a real sendfile here would write to
+        return 0
+
+    monkeypatch.setattr(sendfile, "_send_while_taken", slow_send)
+
+    async def main() -> tuple[int, int, int]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        fd = os.open(blob, os.O_RDONLY)
+        try:
+            before = _open_count()
+            sender = FileSender(transport, _never_written)
+            sending = asyncio.create_task(sender.send(fd, 0, SIZE))
+            assert await asyncio.to_thread(started.wait, 10)
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            sender.close()
+            during = _open_count()
+            release.set()
+            await asyncio.wrap_future(sender._job)
+            for _ in range(100):  # the job's done callbacks run just after its result is set
+                if _open_count() == before:
+                    break
+                await asyncio.sleep(0.01)
+            return before, during, _open_count()
+        finally:
+            transport.close()
+            theirs.close()
+            os.close(fd)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        before, during, after = runner.run(main())
+    assert during == before + 1  # closed by the loop while the thread still used it: not yet
+    assert seen == [True]
+    assert after == before
+
+
+def _open_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+async def _never_written(data: bytes) -> None:
+    raise AssertionError("a plain socket is sent to with sendfile, never through the response")

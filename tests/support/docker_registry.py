@@ -116,6 +116,12 @@ class DockerRegistry:
                 out.append(Access(m["method"], m["path"], int(m["status"]), int(m["bytes"])))
         return out
 
+    def stored_blob(self, digest: str) -> Path:
+        """Where this registry keeps a blob's bytes once committed (the filesystem driver's layout)."""
+        hex_digest = digest.removeprefix("sha256:")
+        blobs = self.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+        return blobs / hex_digest[:2] / hex_digest / "data"
+
     def blob_bytes_sent(self, digest: str | None = None) -> int:
         """Body bytes the registry wrote for blob GETs (of one digest, or all)."""
         return sum(a.bytes for a in self.accesses()

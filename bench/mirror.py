@@ -496,7 +496,9 @@ def bench_fanout(s: Setup, clients: int, event_loop: str) -> None:
     try:
         before = s.upstream.blob_bytes_sent()
         seconds = fan_out([proxy.url], s, clients, "single")
-        wait_exists(proxy.stored_blob(s.digest))  # its own copy is a download of its own (the rest is bytes)
+        # its own copy of the weights is a download apart from what it relays: count it too (the
+        # template's and config's copies are a few bytes)
+        wait_exists(proxy.stored_blob(s.digest))
         sent = s.upstream.blob_bytes_sent() - before
         print(f"  docker-registry proxy (plain GETs): upstream sent {format_byte_size(sent)} = "
               f"{sent / s.model_total:.3f} × model size, done in {seconds:.1f}s", flush=True)

@@ -149,7 +149,6 @@ def slow_reader_of_short_body(port: int) -> bytes:
     return bytes(data).partition(b"\r\n\r\n")[2]
 
 
-
 @pytest.mark.parametrize("loop_factory", LOOPS)
 def test_a_cancelled_send_closes_its_descriptor_once_its_thread_is_done(
         loop_factory, blob: Path, monkeypatch: pytest.MonkeyPatch) -> None:
